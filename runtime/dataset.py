@@ -1,0 +1,93 @@
+"""Folder-per-class data sets (Kaggle layout): ``ROOT/<class>/<image>``, class names sorted."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DatasetError, InputFileError
+from .imaging import load_image
+from .progress import progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LabeledImages:
+    """Decoded images of one split with their class indices, and the files that could not be read."""
+
+    images: np.ndarray  # uint8, (N, size, size, 3)
+    labels: np.ndarray  # int64, (N,)
+    paths: list[Path]
+    skipped: list[str] = field(default_factory=list)  # "path: reason"
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> LabeledImages:
+        return LabeledImages(
+            self.images[indices], self.labels[indices], [self.paths[i] for i in indices]
+        )
+
+
+def class_folders(root: Path) -> dict[str, list[Path]]:
+    """Map each class folder under ``root`` to its files, both sorted; hidden entries are ignored."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such data folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return {
+        folder.name: sorted(
+            p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+        for folder in folders
+    }
+
+
+def load_images(
+    files: dict[str, list[Path]],
+    class_names: list[str],
+    size: int,
+    strict: bool = False,
+    description: str = "Reading images",
+) -> LabeledImages:
+    """Decode every file; an unreadable one is skipped with a warning, or an error when ``strict``."""
+    unknown = sorted(set(files) - set(class_names))
+    if unknown:
+        raise DatasetError(f"classes {unknown} are not among the model's classes {class_names}")
+    items = [(path, class_names.index(name)) for name, paths in files.items() for path in paths]
+    images, labels, paths, skipped = [], [], [], []
+    for path, label in progress(items, description):
+        try:
+            images.append(load_image(path, size))
+        except InputFileError as error:
+            if strict:
+                raise DatasetError(f"{error} (--strict)") from None
+            log.warning("skipped %s", error)
+            skipped.append(str(error))
+            continue
+        labels.append(label)
+        paths.append(path)
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return LabeledImages(stacked, np.asarray(labels, dtype=np.int64), paths, skipped)
+
+
+def stratified_split(
+    labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices into (kept, held out), holding out ``fraction`` of each class, at least one."""
+    rng = np.random.default_rng(seed)
+    kept, held = [], []
+    for label in np.unique(labels):
+        indices = rng.permutation(np.flatnonzero(labels == label))
+        n_held = max(1, round(fraction * len(indices))) if fraction > 0 else 0
+        n_held = min(n_held, len(indices) - 1)
+        held.extend(indices[:n_held])
+        kept.extend(indices[n_held:])
+    return np.sort(np.asarray(kept, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
+
+
+def class_counts(labels: np.ndarray, class_names: list[str]) -> dict[str, int]:
+    return {name: int(np.sum(labels == i)) for i, name in enumerate(class_names)}

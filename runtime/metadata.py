@@ -1,0 +1,62 @@
+"""The model-file contract: what ``cxr-export`` writes into model.onnx and every predictor reads.
+
+Each field is one entry of the ONNX file's metadata_props, its value JSON, its key prefixed ``cxr.``,
+so tools such as Netron show it readably and a predictor needs nothing beside the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import ModelError
+
+FORMAT = "cxr-model/1"
+_PREFIX = "cxr."
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    height: int
+    width: int
+    channels: int = 3
+    dtype: str = "float32"
+    layout: str = "NHWC"
+    pixel_range: tuple[float, float] = (0.0, 255.0)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    class_names: list[str]  # in the order of the model's output
+    input: InputSpec
+    preprocessing: dict[str, str]  # what the runtime does before the graph, and the graph itself
+    recipe: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    quantization: str = "none"
+
+    def to_metadata(self) -> dict[str, str]:
+        props = {f"{_PREFIX}format": FORMAT}
+        props.update({_PREFIX + k: json.dumps(v) for k, v in asdict(self).items()})
+        return props
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str], source: str = "model") -> ModelInfo:
+        """Read the contract back; a file without it (not written by cxr-export) is refused."""
+        if props.get(f"{_PREFIX}format") != FORMAT:
+            raise ModelError(
+                f"{source}: not a cxr model (no '{_PREFIX}format: {FORMAT}' metadata); "
+                "export it with cxr-export --onnx"
+            )
+        try:
+            values = {f.name: json.loads(props[_PREFIX + f.name]) for f in fields(cls)}
+            values["input"] = InputSpec(**{**values["input"], "pixel_range": tuple(values["input"]["pixel_range"])})
+            return cls(**values)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"{source}: damaged cxr metadata ({error})") from None
+
+    @property
+    def image_size(self) -> int:
+        return self.input.height
