@@ -9,6 +9,9 @@ from keras import layers
 
 from cxr.runtime.errors import ModelError
 
+# What the graph itself does to its 0-255 input; recorded in the exported model's metadata.
+IN_GRAPH_PREPROCESSING = "pixels / 255 (Rescaling layer), then VGG16 convolutions"
+
 
 @dataclass
 class TransferModel:

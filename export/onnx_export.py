@@ -1,0 +1,122 @@
+"""Keras model -> self-describing ONNX file, checked against Keras on real images before it lands."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import onnx
+import onnxruntime as ort
+import tensorflow as tf
+import tf2onnx
+
+from cxr.runtime.dataset import class_folders, load_images
+from cxr.runtime.errors import DatasetError, ModelError
+from cxr.runtime.files import atomic_path
+from cxr.runtime.imaging import PREPROCESSING
+from cxr.runtime.metadata import InputSpec, ModelInfo
+from cxr.train.model import IN_GRAPH_PREPROCESSING
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+PARITY_IMAGES = 16
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    max_abs_diff: float  # largest probability difference, Keras against onnxruntime
+    parity_images: int
+    size_bytes: int
+
+
+def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> ExportResult:
+    """Convert ``model_path`` (with its run record beside it) and write ``out_path`` atomically.
+
+    ``data`` is a data root for the parity check; by default the one the model was trained on.
+    """
+    config, metrics = _run_record(model_path)
+    model = _load_keras(model_path)
+    size = int(config["image_size"])
+    class_names = list(config["class_names"])
+    images = _parity_images(Path(data or config["data"]), class_names, size)
+
+    spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
+    info = ModelInfo(
+        class_names=class_names,
+        input=InputSpec(height=size, width=size),
+        preprocessing={**PREPROCESSING, "in_graph": IN_GRAPH_PREPROCESSING},
+        recipe={k: v for k, v in config.items() if k not in ("data", "out", "class_names")},
+        metrics={
+            "splits": {
+                name: {key: split[key] for key in ("accuracy", "loss", "count", "per_class")}
+                for name, split in metrics["splits"].items()
+            }
+        },
+        versions={**metrics["versions"], "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
+    onnx.helper.set_model_props(proto, info.to_metadata())
+    proto.doc_string = "cxr chest X-ray classifier (research and teaching, not diagnosis)"
+
+    with atomic_path(out_path) as tmp:
+        onnx.save(proto, tmp)
+        diff = max_probability_difference(model, tmp, images)
+        if diff > PARITY_TOLERANCE:
+            raise ModelError(
+                f"ONNX output differs from Keras by {diff:.2e} (> {PARITY_TOLERANCE:.0e}); not written"
+            )
+    return ExportResult(out_path, diff, len(images), out_path.stat().st_size)
+
+
+def max_probability_difference(model: keras.Model, onnx_path: Path, images: np.ndarray) -> float:
+    """Largest absolute difference between Keras' and onnxruntime's probabilities on ``images``."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    batch = images.astype(np.float32)
+    expected = np.asarray(model.predict(batch, verbose=0))
+    got = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    return float(np.max(np.abs(expected - got)))
+
+
+def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    if not model_path.is_file():
+        raise ModelError(f"{model_path}: no such model file (train one with cxr-train)")
+    try:
+        config = json.loads((model_path.parent / "config.json").read_text())
+        metrics = json.loads((model_path.parent / "metrics.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ModelError(
+            f"{model_path.parent}: the run record (config.json, metrics.json) written by cxr-train "
+            f"is missing or damaged ({error})"
+        ) from None
+    return config, metrics
+
+
+def _load_keras(model_path: Path) -> keras.Model:
+    try:
+        return keras.saving.load_model(model_path, safe_mode=True)
+    except Exception as error:  # Keras raises many types for a foreign or damaged file
+        raise ModelError(f"{model_path}: cannot load Keras model ({error})") from None
+
+
+def _parity_images(data: Path, class_names: list[str], size: int) -> np.ndarray:
+    """Up to PARITY_IMAGES real images, taken round-robin across classes (test split first)."""
+    split = data / "test" if (data / "test").is_dir() else data / "train"
+    try:
+        files = class_folders(split)
+    except DatasetError:
+        raise DatasetError(
+            f"{data}: no images for the parity check; pass --data with the training data"
+        ) from None
+    per_class = max(1, PARITY_IMAGES // max(1, len(files)))
+    chosen = {name: paths[:per_class] for name, paths in files.items() if name in class_names}
+    images = load_images(chosen, class_names, size, description="Parity images").images
+    if not len(images):
+        raise DatasetError(f"{split}: no readable images for the parity check")
+    return images
