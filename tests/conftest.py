@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from synthetic import make_dataset
+
+os.environ["CXR_QUIET"] = "1"  # no progress bars in test output
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CXR_SHARED", ROOT.parent / "shared"))
+REAL_DATA = SHARED / "data" / "Covid19-dataset"
+WEIGHTS_TOOL = SHARED / "tools" / "vgg16-imagenet-weights"
+
+# The fast recipe: random VGG16 weights give tiny features, so the head needs a large step size.
+FAST = dict(weights="none", image_size=32, epochs=10, learning_rate=1.0, seed=0)
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory, dataset: Path):
+    """A model trained on the synthetic set with the fast recipe, and its run record."""
+    from cxr.train.config import TrainConfig
+    from cxr.train.trainer import train
+
+    out = tmp_path_factory.mktemp("artifacts")
+    return train(TrainConfig(data=dataset, out=out, **FAST))
+
+
+@pytest.fixture(scope="session")
+def exported(trained):
+    from cxr.export.onnx_export import export_onnx
+
+    return export_onnx(trained.model_path, trained.model_path.with_suffix(".onnx"))
+
+
+@pytest.fixture(scope="session")
+def real_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """VGG16 ImageNet weights from the shared tool (Keras' download server is unreachable here)."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real data set not found at {REAL_DATA}")
+    if not WEIGHTS_TOOL.is_file():
+        pytest.skip(f"weights tool not found at {WEIGHTS_TOOL}")
+    cached = Path.home() / ".cache" / "cxr" / "vgg16_imagenet_notop.h5"
+    done = subprocess.run(
+        ["bash", str(WEIGHTS_TOOL), str(cached)], capture_output=True, text=True, timeout=600
+    )
+    if done.returncode != 0:
+        pytest.fail(f"weights tool failed: {done.stderr[-2000:]}")
+    return cached
+
+
+def copy_dataset(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    return target

@@ -1,0 +1,189 @@
+"""cxr-train and cxr-export on a synthetic data set: artifacts, metadata, parity, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import FAST, copy_dataset
+from cxr.export.cli import app as export_app
+from cxr.runtime.metadata import ModelInfo
+from cxr.train.cli import app as train_app
+
+runner = CliRunner()
+FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2"]
+
+
+def assert_one_line_error(result, needle: str, code: int = 2) -> None:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_training_writes_the_run_record(trained) -> None:
+    out = trained.model_path.parent
+    for name in ("model.keras", "metrics.json", "config.json", "history.json", "curves.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert not list(out.glob(".*")), "temporary files left behind"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["splits"]) == {"train", "val", "test"}
+    # 12 train images per class, 15% held out per class (2), 4 test images per class.
+    assert metrics["splits"]["val"]["per_class"] == {"Covid": 2, "Normal": 2, "Viral Pneumonia": 2}
+    assert metrics["splits"]["test"]["count"] == 12
+    assert metrics["versions"]["keras"]
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["loss"]) == FAST["epochs"] and len(history["val_accuracy"]) == FAST["epochs"]
+    assert history["loss"][-1] < history["loss"][0]
+    # The patterns are easy: even random VGG16 features separate them.
+    assert trained.splits["test"].accuracy >= 0.9
+    with Image.open(out / "curves.png") as figure:
+        assert figure.width >= 600 and figure.height >= 300
+
+
+def test_saved_model_loads_in_safe_mode_and_takes_0_255_pixels(trained, dataset: Path) -> None:
+    import keras
+
+    from cxr.runtime.dataset import class_folders, load_images
+
+    model = keras.saving.load_model(trained.model_path, safe_mode=True)
+    files = class_folders(dataset / "test")
+    test = load_images(files, trained.class_names, 32)
+    predicted = model.predict(test.images.astype(np.float32), verbose=0).argmax(axis=1)
+    assert np.mean(predicted == test.labels) == pytest.approx(trained.splits["test"].accuracy)
+
+
+def test_same_seed_same_run(trained, dataset: Path, tmp_path: Path) -> None:
+    from cxr.train.config import TrainConfig
+    from cxr.train.trainer import train
+
+    again = train(TrainConfig(data=dataset, out=tmp_path, **FAST))
+    assert again.splits["val"].loss == pytest.approx(trained.splits["val"].loss, rel=1e-5)
+
+
+def test_plain_fit_matches_fast_path_quality(dataset: Path, tmp_path: Path) -> None:
+    from cxr.train.config import TrainConfig
+    from cxr.train.trainer import train
+
+    plain = train(TrainConfig(data=dataset, out=tmp_path, fast_path=False, **FAST))
+    assert plain.splits["test"].accuracy >= 0.9
+
+
+def test_export_carries_the_contract_and_matches_keras(exported, trained) -> None:
+    assert exported.max_abs_diff <= 1e-4 and exported.parity_images >= 3
+    proto = onnx.load(exported.path, load_external_data=False)
+    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
+    assert info.class_names == trained.class_names
+    assert (info.input.height, info.input.width, info.input.channels) == (32, 32, 3)
+    assert info.input.pixel_range == (0.0, 255.0) and "255" in info.preprocessing["in_graph"]
+    assert info.metrics["splits"]["test"]["accuracy"] == trained.splits["test"].accuracy
+    assert info.recipe["epochs"] == FAST["epochs"] and info.versions["tf2onnx"]
+    assert info.created.endswith("Z")
+
+
+def test_foreign_onnx_metadata_is_refused() -> None:
+    from cxr.runtime.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a cxr model"):
+        ModelInfo.from_metadata({"producer": "someone else"})
+
+
+def test_export_cli_prints_parity(trained, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(export_app, ["--onnx", "--model", str(trained.model_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "max probability difference" in result.stdout and out.is_file()
+
+
+def test_export_refuses_a_parity_failure_and_writes_nothing(trained, tmp_path: Path, monkeypatch) -> None:
+    import cxr.export.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", -1.0)
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(export_app, ["--onnx", "--model", str(trained.model_path), "--out", str(out)])
+    assert_one_line_error(result, "differs from Keras")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_bad_inputs(tmp_path: Path) -> None:
+    assert_one_line_error(runner.invoke(export_app, []), "pass --onnx")
+    missing = runner.invoke(export_app, ["--onnx", "--model", str(tmp_path / "none.keras")])
+    assert_one_line_error(missing, "no such model file")
+
+
+@pytest.mark.parametrize(
+    "breakage, needle",
+    [
+        ("missing", "no such data folder"),
+        ("no-train", "no train split"),
+        ("one-class", "need at least 2"),
+        ("empty-class", "empty class folder"),
+    ],
+)
+def test_train_bad_data_exits_2_and_writes_nothing(dataset: Path, tmp_path: Path, breakage: str, needle: str) -> None:
+    data = tmp_path / "data"
+    if breakage != "missing":
+        copy_dataset(dataset, data)
+    if breakage == "no-train":
+        for path in sorted((data / "train").rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        (data / "train").rmdir()
+    elif breakage == "one-class":
+        for name in ("Normal", "Viral Pneumonia"):
+            for path in (data / "train" / name).iterdir():
+                path.unlink()
+            (data / "train" / name).rmdir()
+    elif breakage == "empty-class":
+        for path in (data / "train" / "Normal").iterdir():
+            path.unlink()
+    out = tmp_path / "out"
+    result = runner.invoke(train_app, ["--data", str(data), "--out", str(out), *FAST_ARGS])
+    assert_one_line_error(result, needle)
+    assert not out.exists()
+
+
+def test_unreadable_image_is_skipped_and_counted_or_fatal_when_strict(
+    dataset: Path, tmp_path: Path, caplog
+) -> None:
+    data = copy_dataset(dataset, tmp_path / "data")
+    bad = data / "train" / "Covid" / "broken.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    result = runner.invoke(train_app, ["--data", str(data), "--out", str(out), *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    assert f"skipped {bad}: not an image" in caplog.text
+    skipped = json.loads((out / "metrics.json").read_text())["skipped"]
+    assert len(skipped) == 1 and str(bad) in skipped[0]
+
+    strict_out = tmp_path / "strict"
+    strict = runner.invoke(train_app, ["--data", str(data), "--out", str(strict_out), "--strict", *FAST_ARGS])
+    assert_one_line_error(strict, "broken.png")
+    assert not strict_out.exists()
+
+
+def test_unreachable_imagenet_download_names_the_weights_option(
+    dataset: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import cxr.train.weights as weights
+
+    # A closed port on this machine: fails like a machine without network, whatever the network.
+    monkeypatch.setattr(weights, "IMAGENET_URL", "http://127.0.0.1:9/cxr-test-vgg16-notop.h5")
+    out = tmp_path / "out"
+    result = runner.invoke(
+        train_app, ["--data", str(dataset), "--out", str(out), "--weights", "imagenet", "--image-size", "32"]
+    )
+    assert_one_line_error(result, "--weights PATH")
+    assert not out.exists()
+
+
+def test_missing_weights_file(dataset: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        train_app, ["--data", str(dataset), "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "w.h5")]
+    )
+    assert_one_line_error(result, "no such file")
