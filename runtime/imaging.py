@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from .dicom import is_dicom, read_dicom_pixels
 from .errors import InputFileError
 
 # A 640x640 X-ray is 0.4 MP and the largest scanners write about 4,300x3,500 (15 MP): anything far
@@ -21,7 +22,8 @@ RESAMPLING = Image.Resampling.BILINEAR
 
 # What the runtime does to a file before the graph sees it; written into the model's metadata.
 PREPROCESSING = {
-    "decode": "EXIF orientation applied; alpha composited on black; 16-bit stretched to 0-255",
+    "decode": "EXIF orientation applied; alpha composited on black; 16-bit stretched to 0-255; "
+    "DICOM: modality and VOI LUT or window, MONOCHROME1 inverted, stretched to 0-255",
     "color": "RGB, grayscale replicated to 3 channels",
     "resize": "bilinear to the input size, aspect ratio not kept",
     "pixels": "0-255 float32, NHWC",
@@ -31,13 +33,12 @@ PREPROCESSING = {
 def read_rgb(path: str | Path) -> Image.Image:
     """Decode an image file to an upright 8-bit RGB image, or raise InputFileError naming the file."""
     path = Path(path)
+    if path.is_file() and is_dicom(path):
+        pixels = read_dicom_pixels(path, check_size=_check_pixels)
+        return _stretch_to_8bit(pixels).convert("RGB")
     try:
         with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise InputFileError(
-                    f"{path}: image is {width}x{height}, over the limit of {MAX_PIXELS:,} pixels"
-                )
+            _check_pixels(path, *image.size)
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))
     except InputFileError:
@@ -53,6 +54,11 @@ def read_rgb(path: str | Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as error:
         # Pillow reports truncated and corrupt data with these three.
         raise InputFileError(f"{path}: cannot decode image ({error})") from None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise InputFileError(f"{path}: image is {width}x{height}, over the limit of {MAX_PIXELS:,} pixels")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -71,7 +77,7 @@ def _stretch_to_8bit(pixels: np.ndarray) -> Image.Image:
     values = pixels.astype(np.float64)
     low, high = float(values.min()), float(values.max())
     scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    return Image.fromarray(np.round(scaled).astype(np.uint8))
 
 
 def to_model_input(image: Image.Image, size: int) -> np.ndarray:

@@ -1,0 +1,38 @@
+"""The real thing: the default recipe on the real data set with the real ImageNet weights.
+
+Runs when ../shared/data is there (it is in CI); otherwise each test says why it skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REAL_DATA
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def real_run(real_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+    from cxr.train.config import TrainConfig
+    from cxr.train.trainer import train
+
+    out = tmp_path_factory.mktemp("real")
+    return train(TrainConfig(data=REAL_DATA, out=out, weights=str(real_weights), seed=0))
+
+
+def test_default_recipe_reaches_reference_accuracy(real_run) -> None:
+    assert real_run.splits["train"].count + real_run.splits["val"].count == 251
+    assert real_run.splits["test"].count == 66
+    assert real_run.splits["test"].accuracy >= 0.90
+    assert real_run.splits["train"].accuracy >= 0.95
+
+
+def test_real_export_parity(real_run) -> None:
+    from cxr.export.onnx_export import export_onnx
+
+    result = export_onnx(real_run.model_path, real_run.model_path.with_suffix(".onnx"))
+    assert result.max_abs_diff <= 1e-4
+    assert result.parity_images >= 12
