@@ -15,7 +15,7 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from cxr.runtime.dataset import class_folders, load_images
+from cxr.runtime.dataset import check_split, class_folders, load_images, sample_files
 from cxr.runtime.errors import DatasetError, ModelError
 from cxr.runtime.files import atomic_path
 from cxr.runtime.imaging import PREPROCESSING
@@ -33,6 +33,7 @@ class ExportResult:
     max_abs_diff: float  # largest probability difference, Keras against onnxruntime
     parity_images: int
     size_bytes: int
+    data: Path  # the data root the check used
 
 
 def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> ExportResult:
@@ -44,7 +45,8 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     model = _load_keras(model_path)
     size = int(config["image_size"])
     class_names = list(config["class_names"])
-    images = _parity_images(Path(data or config["data"]), class_names, size)
+    data = Path(data or config["data"])
+    images = _parity_images(data, class_names, size)
 
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
@@ -72,7 +74,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
             raise ModelError(
                 f"ONNX output differs from Keras by {diff:.2e} (> {PARITY_TOLERANCE:.0e}); not written"
             )
-    return ExportResult(out_path, diff, len(images), out_path.stat().st_size)
+    return ExportResult(out_path, diff, len(images), out_path.stat().st_size, data)
 
 
 def max_probability_difference(model: keras.Model, onnx_path: Path, images: np.ndarray) -> float:
@@ -106,16 +108,14 @@ def _load_keras(model_path: Path) -> keras.Model:
 
 
 def _parity_images(data: Path, class_names: list[str], size: int) -> np.ndarray:
-    """Up to PARITY_IMAGES real images, taken round-robin across classes (test split first)."""
-    split = data / "test" if (data / "test").is_dir() else data / "train"
+    split = check_split(data)
     try:
         files = class_folders(split)
     except DatasetError:
         raise DatasetError(
             f"{data}: no images for the parity check; pass --data with the training data"
         ) from None
-    per_class = max(1, PARITY_IMAGES // max(1, len(files)))
-    chosen = {name: paths[:per_class] for name, paths in files.items() if name in class_names}
+    chosen = sample_files(files, PARITY_IMAGES)
     images = load_images(chosen, class_names, size, description="Parity images").images
     if not len(images):
         raise DatasetError(f"{split}: no readable images for the parity check")

@@ -46,6 +46,17 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
     }
 
 
+def sample_files(files: dict[str, list[Path]], limit: int) -> dict[str, list[Path]]:
+    """About ``limit`` files, the first of each class in equal numbers, so that every class is in."""
+    per_class = -(-limit // max(1, len(files)))
+    return {name: paths[:per_class] for name, paths in files.items()}
+
+
+def check_split(root: Path) -> Path:
+    """The split to check a model on without touching its training: test when there is one."""
+    return root / "test" if (root / "test").is_dir() else root / "train"
+
+
 def load_images(
     files: dict[str, list[Path]],
     class_names: list[str],

@@ -54,7 +54,7 @@ class Predictor:
         metadata = self._session.get_modelmeta().custom_metadata_map
         self.info = ModelInfo.from_metadata(metadata, source=str(path))
         self.path = path
-        self._input = self._session.get_inputs()[0].name
+        self.input_name = self._session.get_inputs()[0].name
 
     @property
     def provider(self) -> str:
@@ -62,7 +62,7 @@ class Predictor:
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         """Probabilities, shape (N, classes), for uint8 model inputs of shape (N, size, size, 3)."""
-        return self._session.run(None, {self._input: images.astype(np.float32)})[0]
+        return self._session.run(None, {self.input_name: images.astype(np.float32)})[0]
 
     def predict_file(self, path: str | Path) -> Prediction:
         """Read one image file (raises InputFileError naming it) and classify it."""

@@ -102,7 +102,7 @@ def train(config: TrainConfig) -> TrainResult:
         epochs=config.epochs,
         batch_size=config.batch_size,
         shuffle=True,
-        verbose=2 if quiet() else 1,
+        verbose=0 if quiet() else 1,
     )
     fit_seconds = time.perf_counter() - t0
 

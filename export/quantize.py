@@ -1,0 +1,89 @@
+"""INT8 model: onnxruntime static quantization (QDQ, per-channel weights) calibrated on train images."""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from cxr.runtime.dataset import check_split, class_folders, load_images, sample_files
+from cxr.runtime.errors import DatasetError, ModelError
+from cxr.runtime.files import atomic_path
+from cxr.runtime.predictor import Predictor
+
+CALIBRATION_IMAGES = 64
+MIN_AGREEMENT = 0.99
+
+
+@dataclass
+class Int8Result:
+    path: Path
+    agreement: float  # share of test images where INT8 and FP32 pick the same class
+    test_images: int
+    fp32_bytes: int
+    int8_bytes: int
+
+
+class _Images(CalibrationDataReader):
+    def __init__(self, images: np.ndarray, input_name: str):
+        self._batches = iter(images[:, np.newaxis].astype(np.float32))
+        self._input = input_name
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {self._input: batch}
+
+
+def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
+    """Quantize ``fp32_path``; refuse (write nothing) if top-1 agreement on the test split is < 99%."""
+    fp32 = Predictor(fp32_path, provider="cpu")
+    names, size = fp32.info.class_names, fp32.info.image_size
+    calibration = _images(data / "train", names, size, CALIBRATION_IMAGES)
+    test = _images(check_split(data), names, size, None)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        quantized = Path(scratch) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(quantized),
+            _Images(calibration, fp32.input_name),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+        )
+        proto = onnx.load(quantized)
+
+    with atomic_path(out_path) as tmp:
+        info = dataclasses.replace(
+            fp32.info,
+            quantization=(
+                f"int8: onnxruntime static QDQ, per-channel weights, MinMax calibration on "
+                f"{len(calibration)} train images"
+            ),
+        )
+        onnx.helper.set_model_props(proto, info.to_metadata())
+        onnx.save(proto, tmp)
+        int8_preds = Predictor(tmp, provider="cpu").predict_batch(test).argmax(axis=1)
+        agreement = float(np.mean(int8_preds == fp32.predict_batch(test).argmax(axis=1)))
+        if agreement < MIN_AGREEMENT:
+            raise ModelError(
+                f"INT8 model agrees with FP32 on {agreement:.1%} of {len(test)} test images "
+                f"(< {MIN_AGREEMENT:.0%}); not written"
+            )
+    return Int8Result(out_path, agreement, len(test), fp32_path.stat().st_size, out_path.stat().st_size)
+
+
+def _images(split: Path, class_names: list[str], size: int, limit: int | None) -> np.ndarray:
+    files = class_folders(split)
+    chosen = sample_files(files, limit) if limit else files
+    images = load_images(chosen, class_names, size, description=f"Images ({split.name})").images
+    if not len(images):
+        raise DatasetError(f"{split}: no readable images for INT8 calibration or checking")
+    return images
