@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .errors import InputFileError, cli_errors
+from .errors import CxrError, cli_errors
 from .files import atomic_path
 from .predictor import Prediction, Predictor
 from .progress import progress
@@ -49,7 +49,7 @@ def main(
     for path in items:
         try:
             result = predictor.predict_file(path)
-        except InputFileError as error:
+        except CxrError as error:  # this file failed (unreadable, or DICOM without pydicom)
             typer.echo(f"error: {error}", err=True)
             failures.append(str(error))
             continue

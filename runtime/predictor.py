@@ -41,11 +41,12 @@ class Predictor:
         path = Path(model_path)
         if not path.is_file():
             raise ModelError(f"{path}: no such model file (make one with cxr-export --onnx)")
+        providers = _providers(provider)
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=_providers(provider))
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped errors for foreign files
             reason = str(error).splitlines()[0][:200]
             raise ModelError(f"{path}: not a readable ONNX model ({reason})") from None

@@ -1,0 +1,175 @@
+"""The edge runtime: Predictor and cxr-predict on a model exported from the synthetic set."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from cxr.runtime.cli import app as predict_app
+from cxr.runtime.errors import MissingDependencyError, ModelError
+from cxr.runtime.predictor import Predictor
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def predictor(exported) -> Predictor:
+    return Predictor(exported.path)
+
+
+@pytest.fixture(scope="module")
+def test_images(dataset: Path) -> list[Path]:
+    return sorted((dataset / "test").rglob("*.*"))
+
+
+def test_predictions_match_keras(predictor: Predictor, trained, test_images: list[Path]) -> None:
+    import keras
+
+    from cxr.runtime.imaging import load_image
+
+    model = keras.saving.load_model(trained.model_path, safe_mode=True)
+    for path in test_images[:6]:
+        result = predictor.predict_file(path)
+        expected = model.predict(load_image(path, 32)[np.newaxis].astype(np.float32), verbose=0)[0]
+        got = np.array([result.probabilities[n] for n in trained.class_names])
+        assert np.max(np.abs(got - expected)) <= 1e-4
+        assert result.label == trained.class_names[int(np.argmax(expected))]
+        assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predictor_is_safe_to_share_between_threads(predictor: Predictor, test_images: list[Path]) -> None:
+    serial = [predictor.predict_file(p).probabilities for p in test_images]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        parallel = list(pool.map(lambda p: predictor.predict_file(p).probabilities, test_images * 3))
+    assert parallel == serial * 3
+
+
+def test_model_without_metadata_is_refused(exported, tmp_path: Path) -> None:
+    proto = onnx.load(exported.path)
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, bare)
+    with pytest.raises(ModelError, match="not a cxr model"):
+        Predictor(bare)
+
+
+def test_cuda_where_there_is_none_is_a_clear_error(exported) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(MissingDependencyError, match="cxr\\[gpu\\]"):
+        Predictor(exported.path, provider="cuda")
+    result = runner.invoke(predict_app, ["x.png", "--model", str(exported.path), "--provider", "cuda"])
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+
+
+def test_cli_table_json_and_csv(exported, dataset: Path, tmp_path: Path) -> None:
+    folder = dataset / "test" / "Normal"
+    one = dataset / "test" / "Covid" / "0.jpeg"
+    table = runner.invoke(predict_app, [str(one), "--model", str(exported.path)])
+    assert table.exit_code == 0, table.output
+    header, row = table.stdout.splitlines()
+    assert header.split("\t") == ["file", "class", "Covid", "Normal", "Viral Pneumonia"]
+    assert row.split("\t")[:2] == [str(one), "Covid"]
+
+    csv_path = tmp_path / "out.csv"
+    lines = runner.invoke(predict_app, [str(folder), str(one), "--json", "--csv", str(csv_path), "--model", str(exported.path)])
+    assert lines.exit_code == 0, lines.output
+    records = [json.loads(line) for line in lines.stdout.splitlines()]
+    expected_files = [str(p) for p in sorted(folder.iterdir())] + [str(one)]
+    assert [r["file"] for r in records] == expected_files
+    assert {r["class"] for r in records[:-1]} == {"Normal"}
+    assert csv_path.read_text().splitlines()[0] == "file,class,Covid,Normal,Viral Pneumonia"
+    assert len(csv_path.read_text().splitlines()) == len(records) + 1
+
+
+def test_cli_bad_files_fail_alone_with_exit_1(exported, dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    import cxr.runtime.imaging as imaging
+
+    good = dataset / "test" / "Covid" / "0.jpeg"
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    truncated = tmp_path / "cut.jpeg"
+    truncated.write_bytes(good.read_bytes()[:200])
+    big = tmp_path / "big.png"
+    Image.new("L", (49, 48)).save(big)
+    monkeypatch.setattr(imaging, "MAX_PIXELS", 48 * 48)  # the synthetic images are 48x48
+    missing = tmp_path / "missing.png"
+    paths = [empty, good, text, truncated, big, missing]
+    result = runner.invoke(predict_app, [*map(str, paths), "--json", "--model", str(exported.path)])
+    assert result.exit_code == 1
+    assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == [str(good)]
+    errors = result.stderr.splitlines()
+    assert len(errors) == 5 and all(line.startswith("error: ") for line in errors)
+    for path in (empty, text, truncated, big, missing):
+        assert any(str(path) in line for line in errors), path
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("model", ["missing.onnx", "foreign.onnx"])
+def test_cli_missing_or_foreign_model_exits_2(tmp_path: Path, dataset: Path, model: str) -> None:
+    path = tmp_path / model
+    if model == "foreign.onnx":
+        path.write_text("definitely not protobuf")
+    result = runner.invoke(predict_app, [str(dataset / "test" / "Covid" / "0.jpeg"), "--model", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and str(path) in result.stderr
+
+
+def test_runtime_never_imports_tensorflow(exported, dataset: Path) -> None:
+    """A fresh interpreter runs a whole prediction through the CLI's code; no TF module may load."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from cxr.runtime.cli import main
+        from cxr.runtime.predictor import Predictor
+        Predictor({str(exported.path)!r}).predict_file({str(dataset / "test" / "Covid" / "0.jpeg")!r})
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))
+        print(heavy)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_no_edge_source_imports_tensorflow() -> None:
+    import re
+
+    pattern = re.compile(r"^\s*(import|from)\s+(tensorflow|keras|tf2onnx)\b", re.M)
+    edge = [p for folder in ("runtime", "demo") for p in (ROOT / folder).rglob("*.py")]
+    assert edge, "no runtime sources found"
+    assert [str(p) for p in edge if pattern.search(p.read_text())] == []
+
+
+def test_int8_model_agrees_and_describes_itself(exported, dataset: Path, tmp_path: Path) -> None:
+    from cxr.export.quantize import export_int8
+
+    result = export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
+    assert result.agreement >= 0.99 and result.test_images == 12
+    assert result.int8_bytes < result.fp32_bytes / 3
+    quantized = Predictor(result.path)
+    assert quantized.info.quantization.startswith("int8")
+    assert quantized.info.class_names == Predictor(exported.path).info.class_names
+
+
+def test_int8_below_agreement_is_refused(exported, dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    import cxr.export.quantize as quantize
+
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)
+    with pytest.raises(ModelError, match="not written"):
+        quantize.export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
+    assert list(tmp_path.iterdir()) == []
