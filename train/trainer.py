@@ -25,7 +25,7 @@ from cxr.runtime.files import atomic_path, write_json
 from cxr.runtime.progress import progress, quiet
 
 from .config import TrainConfig
-from .curves import plot_curves
+from cxr.eval.figures import plot_curves
 from .model import build_model
 from .weights import resolve_weights
 

@@ -1,0 +1,117 @@
+"""Edge inference on this machine: Keras against ONNX FP32 and INT8, on the same real images.
+
+    python benchmarks/predict_latency.py --artifacts artifacts --images ../shared/data/Covid19-dataset/test
+
+Measures, in one run: single-image latency end to end (decode + resize + model call; p50 and p95),
+batch throughput (model call on 32 preloaded images), and the whole-process time of `cxr-predict
+one.png` against a script that does the same with Keras. Prints Markdown tables with ratios.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+KERAS_SCRIPT = """
+import sys
+import keras, numpy as np
+from cxr.runtime.imaging import load_image
+model = keras.saving.load_model(sys.argv[1], safe_mode=True)
+x = load_image(sys.argv[2], model.input_shape[1])[np.newaxis].astype(np.float32)
+print(model.predict_on_batch(x)[0])
+"""
+
+
+def main(
+    artifacts: Path = typer.Option(Path("artifacts")),
+    images: Path = typer.Option(Path("../shared/data/Covid19-dataset/test")),
+    count: int = typer.Option(40, help="Images for the latency runs."),
+    process_runs: int = typer.Option(5, help="Whole-process runs per command."),
+) -> None:
+    import keras
+
+    from cxr.runtime.imaging import load_image
+    from cxr.runtime.predictor import Predictor
+
+    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
+    keras_model = keras.saving.load_model(artifacts / "model.keras", safe_mode=True)
+    size = keras_model.input_shape[1]
+    fp32 = Predictor(artifacts / "model.onnx", provider="cpu")
+    int8 = Predictor(artifacts / "model.int8.onnx", provider="cpu")
+    runners = {
+        "Keras (TensorFlow CPU)": lambda batch: np.asarray(keras_model.predict_on_batch(batch.astype(np.float32))),
+        "ONNX FP32 (onnxruntime)": fp32.predict_batch,
+        "ONNX INT8 (onnxruntime)": int8.predict_batch,
+    }
+
+    latency: dict[str, list[float]] = {}
+    throughput: dict[str, float] = {}
+    batch = np.stack([load_image(p, size) for p in (files * 2)[:32]])
+    for name, run in runners.items():
+        for path in files[:3]:  # warm-up: graph compilation, allocator, caches
+            run(load_image(path, size)[np.newaxis])
+        times = []
+        for path in files:
+            started = time.perf_counter()
+            run(load_image(path, size)[np.newaxis])
+            times.append(time.perf_counter() - started)
+        latency[name] = times
+        rates = []
+        for _ in range(3):
+            started = time.perf_counter()
+            run(batch)
+            rates.append(len(batch) / (time.perf_counter() - started))
+        throughput[name] = statistics.median(rates)
+
+    base_p50 = statistics.median(latency["Keras (TensorFlow CPU)"])
+    base_rate = throughput["Keras (TensorFlow CPU)"]
+    print(f"Single image, end to end ({len(files)} real {_size_of(files[0])} images), and batch of 32:\n")
+    print("| model | p50 ms | p95 ms | p50 speed-up vs Keras | batch images/s | batch speed-up |")
+    print("|---|---|---|---|---|---|")
+    for name, times in latency.items():
+        p50, p95 = statistics.median(times), float(np.percentile(times, 95))
+        print(
+            f"| {name} | {p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {base_p50 / p50:.1f}x | "
+            f"{throughput[name]:.1f} | {throughput[name] / base_rate:.1f}x |"
+        )
+
+    one = str(files[0])
+    commands = {
+        "Keras script (load model, predict one image)": [sys.executable, "-c", KERAS_SCRIPT, str(artifacts / "model.keras"), one],
+        "cxr-predict one.png (FP32)": ["cxr-predict", one, "--model", str(artifacts / "model.onnx")],
+        "cxr-predict one.png (INT8)": ["cxr-predict", one, "--model", str(artifacts / "model.int8.onnx")],
+    }
+    seconds = {}
+    for name, command in commands.items():
+        runs = []
+        for _ in range(process_runs):
+            started = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            runs.append(time.perf_counter() - started)
+        seconds[name] = statistics.median(runs)
+    base = seconds[next(iter(commands))]
+    print(f"\nWhole process, median of {process_runs} runs:\n")
+    print("| command | median s | speed-up vs Keras script |")
+    print("|---|---|---|")
+    for name, value in seconds.items():
+        print(f"| {name} | {value:.2f} | {base / value:.1f}x |")
+
+
+def _size_of(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return f"{image.width}x{image.height} {image.format}"
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,1 @@
+"""Evaluating an exported model: honest metrics, the reference report's figures, a model card."""

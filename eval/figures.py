@@ -1,0 +1,144 @@
+"""The figures people would rather look at than read: PNG files drawn with matplotlib."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from cxr.runtime.files import atomic_path  # noqa: E402
+from cxr.runtime.imaging import read_rgb  # noqa: E402
+
+
+@dataclass
+class SplitSummary:
+    """What the data set figure shows of one split: images per class and each image's size."""
+
+    name: str
+    counts: dict[str, int]
+    sizes: dict[str, list[tuple[int, int]]]  # class -> [(width, height)]
+
+
+@dataclass
+class Mistake:
+    file: str
+    true: str
+    predicted: str
+    probabilities: dict[str, float]
+
+    @property
+    def probability(self) -> float:
+        return self.probabilities[self.predicted]
+
+
+def plot_curves(history: dict[str, list[float]], target: Path) -> None:
+    """Keras' history (``accuracy``, ``loss`` and their ``val_`` twins) per epoch."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for ax, metric in zip(axes, ("accuracy", "loss")):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            if key in history:
+                values = history[key]
+                ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+        ax.set_title(metric.capitalize())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("Training curves")
+    _save(fig, target)
+
+
+def plot_dataset(splits: list[SplitSummary], class_names: list[str], target: Path) -> None:
+    """Images per label per split (bars, one y axis), label shares (pies), height against width."""
+    n = len(splits)
+    fig = plt.figure(figsize=(5 * max(n, 2), 12), constrained_layout=True)
+    grid = fig.add_gridspec(3, n)
+    colors = {name: plt.cm.tab10(i) for i, name in enumerate(class_names)}
+    first = None
+    for col, split in enumerate(splits):
+        ax = fig.add_subplot(grid[0, col], sharey=first)
+        first = first or ax
+        counts = [split.counts.get(name, 0) for name in class_names]
+        bars = ax.bar(class_names, counts, color=[colors[c] for c in class_names])
+        ax.bar_label(bars)
+        ax.set_title(f"{split.name}: {sum(counts)} images")
+        ax.set_ylabel("images")
+        ax.tick_params(axis="x", labelrotation=15)
+        pie = fig.add_subplot(grid[1, col])
+        shown = [(name, c) for name, c in zip(class_names, counts) if c]
+        pie.pie(
+            [c for _, c in shown],
+            labels=[name for name, _ in shown],
+            colors=[colors[name] for name, _ in shown],
+            autopct="%1.0f%%",
+        )
+        pie.set_title(f"{split.name}: label shares")
+    scatter = fig.add_subplot(grid[2, :])
+    for name in class_names:
+        sizes = [wh for split in splits for wh in split.sizes.get(name, [])]
+        if sizes:
+            widths, heights = zip(*sizes)
+            scatter.scatter(widths, heights, label=name, alpha=0.6, color=colors[name])
+    scatter.set_xlabel("width (pixels)")
+    scatter.set_ylabel("height (pixels)")
+    scatter.set_title("Image sizes by label")
+    scatter.legend()
+    fig.suptitle("Data set")
+    _save(fig, target)
+
+
+def plot_confusion(confusion: list[list[int]], class_names: list[str], target: Path) -> None:
+    """The confusion matrix with counts, and the misclassified (true, predicted) pairs alone."""
+    matrix = np.asarray(confusion)
+    mistakes = matrix * (1 - np.eye(len(class_names), dtype=int))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    for ax, values, title, cmap in (
+        (axes[0], matrix, f"Confusion matrix ({matrix.sum()} images)", "Blues"),
+        (axes[1], mistakes, f"Misclassified pairs ({mistakes.sum()} images)", "Reds"),
+    ):
+        image = ax.imshow(values, cmap=cmap, vmin=0, vmax=max(1, values.max()))
+        for (row, col), value in np.ndenumerate(values):
+            dark = value > values.max() / 2
+            ax.text(col, row, str(value), ha="center", va="center", color="white" if dark else "black")
+        ax.set_xticks(range(len(class_names)), class_names, rotation=15)
+        ax.set_yticks(range(len(class_names)), class_names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    _save(fig, target)
+
+
+def plot_gallery(mistakes: list[Mistake], target: Path, columns: int = 4) -> None:
+    """Thumbnails of the misclassified images with true label, predicted label and probability."""
+    columns = max(1, min(columns, len(mistakes)))
+    rows = max(1, -(-len(mistakes) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, mistake in zip(axes.flat, mistakes):
+        image = read_rgb(mistake.file)
+        image.thumbnail((256, 256))
+        ax.imshow(image)
+        ax.set_title(
+            f"{Path(mistake.file).name}\ntrue: {mistake.true}\n"
+            f"predicted: {mistake.predicted} ({mistake.probability:.2f})",
+            fontsize=9,
+        )
+    if not mistakes:
+        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=14)
+    fig.suptitle(f"Misclassified images ({len(mistakes)})")
+    fig.tight_layout()
+    _save(fig, target)
+
+
+def _save(fig: plt.Figure, target: Path) -> None:
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)

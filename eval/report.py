@@ -1,0 +1,147 @@
+"""``cxr-eval``'s work: run an exported model over a labelled set, write metrics, figures and reports."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cxr.runtime.dataset import check_split, class_folders, load_images
+from cxr.runtime.errors import CxrError, DatasetError
+from cxr.runtime.files import atomic_path, write_json
+from cxr.runtime.imaging import read_rgb
+from cxr.runtime.predictor import Predictor
+
+from .card import write_model_card
+from .figures import Mistake, SplitSummary, plot_confusion, plot_curves, plot_dataset, plot_gallery
+from .metrics import Metrics, compute_metrics
+
+SPLIT_NAMES = ("train", "val", "validation", "test")
+_BATCH = 16
+
+
+@dataclass
+class EvalResult:
+    data: Path  # the folder-per-class set that was evaluated
+    metrics: Metrics
+    mistakes: list[Mistake]
+    skipped: list[str]
+    written: list[Path]
+
+
+def splits_of(data: Path) -> dict[str, Path]:
+    """``{split: folder}`` for a root with train/test folders, else the folder itself as one split."""
+    if not data.is_dir():
+        raise DatasetError(f"{data}: no such data folder")
+    named = {name: data / name for name in SPLIT_NAMES if (data / name).is_dir()}
+    return named or {data.name: data}
+
+
+def describe_dataset(data: Path, out: Path) -> Path:
+    """Draw the data set figure (counts, shares, image sizes per label and split) to out/dataset.png."""
+    summaries = []
+    names: set[str] = set()
+    for split, folder in splits_of(data).items():
+        files = class_folders(folder)
+        names.update(files)
+        summaries.append(
+            SplitSummary(
+                name=split,
+                counts={name: len(paths) for name, paths in files.items()},
+                sizes={name: [s for s in map(_image_size, paths) if s] for name, paths in files.items()},
+            )
+        )
+    if not names or not any(sum(s.counts.values()) for s in summaries):
+        raise DatasetError(f"{data}: no class folders with images")
+    target = out / "dataset.png"
+    plot_dataset(summaries, sorted(names), target)
+    return target
+
+
+def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
+    """Evaluate ``model`` on ``data`` (its test split if it has one) and write everything to ``out``."""
+    predictor = Predictor(model)
+    names = predictor.info.class_names
+    splits = splits_of(data)
+    folder = check_split(data) if set(splits) - {data.name} else data
+    images = load_images(class_folders(folder), names, predictor.info.image_size, description="Evaluating")
+    if not len(images):
+        raise DatasetError(f"{folder}: no readable images to evaluate")
+    probabilities = np.concatenate(
+        [predictor.predict_batch(images.images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]
+    )
+    metrics = compute_metrics(images.labels, probabilities, names)
+    predicted = probabilities.argmax(axis=1)
+    mistakes = [
+        Mistake(str(path), names[t], names[p], dict(zip(names, map(float, row))))
+        for path, t, p, row in zip(images.paths, images.labels, predicted, probabilities)
+        if t != p
+    ]
+
+    written = [describe_dataset(data, out)]
+    history = model.parent / "history.json"
+    if history.is_file():
+        plot_curves(json.loads(history.read_text()), out / "curves.png")
+        written.append(out / "curves.png")
+    plot_confusion(metrics.confusion, names, out / "confusion.png")
+    plot_gallery(mistakes, out / "misclassified.png")
+    written += [out / "confusion.png", out / "misclassified.png"]
+
+    record = {
+        "model": str(model),
+        "data": str(folder),
+        "metrics": asdict(metrics),
+        "misclassified": [asdict(m) for m in mistakes],
+        "skipped": images.skipped,
+        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    write_json(out / "metrics.json", record)
+    _write_report(out / "report.md", model, folder, metrics, mistakes, [p.name for p in written])
+    card = write_model_card(model.with_name("MODEL_CARD.md"), predictor.info, metrics, folder)
+    written += [out / "metrics.json", out / "report.md", card]
+    return EvalResult(folder, metrics, mistakes, images.skipped, written)
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Exception:  # not something Pillow reads by itself: DICOM, or unreadable
+        try:
+            return read_rgb(path).size
+        except CxrError:
+            return None
+
+
+def _write_report(
+    target: Path, model: Path, data: Path, metrics: Metrics, mistakes: list[Mistake], figures: list[str]
+) -> None:
+    low, high = metrics.accuracy_ci95
+    lines = [
+        f"# Evaluation of `{model.name}`",
+        "",
+        f"Data: `{data}` ({metrics.count} images). Research and teaching only, not a diagnosis.",
+        "",
+        f"**Accuracy {metrics.accuracy:.3f}** (95% bootstrap interval {low:.3f} to {high:.3f}), "
+        f"macro-F1 {metrics.macro_f1:.3f}.",
+        "",
+        "| class | precision | recall | F1 | ROC AUC (one-vs-rest) | images |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in metrics.per_class.items():
+        auc = "n/a" if m.roc_auc is None else f"{m.roc_auc:.3f}"
+        lines.append(f"| {name} | {m.precision:.3f} | {m.recall:.3f} | {m.f1:.3f} | {auc} | {m.support} |")
+    lines += ["", "## Figures", ""]
+    lines += [f"![{name}]({name})" for name in figures]
+    lines += ["", f"## Misclassified ({len(mistakes)})", ""]
+    if mistakes:
+        lines += ["| file | true | predicted | probability |", "|---|---|---|---|"]
+        lines += [f"| `{m.file}` | {m.true} | {m.predicted} | {m.probability:.3f} |" for m in mistakes]
+    else:
+        lines.append("None.")
+    with atomic_path(target) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,0 +1,97 @@
+"""cxr-eval: metrics against hand-computed values, a known confusion matrix, figures, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from conftest import copy_dataset
+from cxr.eval.cli import app as eval_app
+from cxr.eval.metrics import bootstrap_ci, compute_metrics, roc_auc
+
+runner = CliRunner()
+NAMES = ["Covid", "Normal", "Viral Pneumonia"]
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 2, 2])
+    probabilities = np.eye(3)[predicted] * 0.8 + 0.2 / 3
+    m = compute_metrics(labels, probabilities, NAMES)
+    assert m.confusion == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+    assert m.accuracy == pytest.approx(4 / 6)
+    assert m.per_class["Covid"].precision == 1.0 and m.per_class["Covid"].recall == pytest.approx(2 / 3)
+    assert m.per_class["Normal"].precision == pytest.approx(0.5) and m.per_class["Normal"].recall == 0.5
+    assert m.per_class["Viral Pneumonia"].f1 == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert m.macro_f1 == pytest.approx(np.mean([0.8, 0.5, 2 / 3]))
+    low, high = m.accuracy_ci95
+    assert 0.0 <= low < 4 / 6 < high <= 1.0
+
+
+def test_roc_auc_known_cases() -> None:
+    assert roc_auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([True, True, False, False])) == 1.0
+    assert roc_auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([True, True, False, False])) == 0.0
+    assert roc_auc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
+    assert roc_auc(np.array([0.5]), np.array([True])) is None
+
+
+def test_bootstrap_interval_narrows_with_more_images() -> None:
+    small = bootstrap_ci(np.array([1.0] * 9 + [0.0]))
+    large = bootstrap_ci(np.array([1.0] * 900 + [0.0] * 100))
+    assert small[0] <= 0.9 <= small[1] and large[0] <= 0.9 <= large[1]
+    assert large[1] - large[0] < (small[1] - small[0]) / 3
+
+
+def test_eval_on_a_set_with_known_mistakes(exported, dataset: Path, tmp_path: Path) -> None:
+    """The synthetic model is right on every test image; relabel two to make two known mistakes."""
+    data = copy_dataset(dataset / "test", tmp_path / "test")
+    moved = [data / "Covid" / "0.jpeg", data / "Covid" / "1.png"]
+    for path in moved:
+        shutil.move(path, data / "Normal" / f"moved-{path.name}")
+    out = tmp_path / "reports"
+    result = runner.invoke(eval_app, ["--data", str(data), "--model", str(exported.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["metrics"]["confusion"] == [[2, 0, 0], [2, 4, 0], [0, 0, 4]]
+    assert record["metrics"]["accuracy"] == pytest.approx(10 / 12)
+    wrong = sorted(Path(m["file"]).name for m in record["misclassified"])
+    assert wrong == ["moved-0.jpeg", "moved-1.png"]
+    assert all(m["true"] == "Normal" and m["predicted"] == "Covid" for m in record["misclassified"])
+    for name in ("dataset.png", "curves.png", "confusion.png", "misclassified.png"):
+        with Image.open(out / name) as figure:
+            assert figure.format == "PNG" and figure.width >= 500 and figure.height >= 300, name
+    report = (out / "report.md").read_text()
+    assert "![confusion.png](confusion.png)" in report and "moved-0.jpeg" in report
+    card = (exported.path.parent / "MODEL_CARD.md").read_text()
+    assert "Not for diagnosis" in card and "children" in card and "0.833" in card
+
+
+def test_eval_json_and_eda(exported, dataset: Path, tmp_path: Path) -> None:
+    as_json = runner.invoke(eval_app, ["--data", str(dataset), "--model", str(exported.path), "--out", str(tmp_path / "r"), "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    assert json.loads(as_json.stdout)["count"] == 12  # a root with splits: its test split
+    eda = runner.invoke(eval_app, ["--data", str(dataset), "--eda", "--out", str(tmp_path / "e"), "--model", "none.onnx"])
+    assert eda.exit_code == 0, eda.output
+    assert [p.name for p in (tmp_path / "e").iterdir()] == ["dataset.png"]
+
+
+@pytest.mark.parametrize("case, needle", [("missing", "no such data folder"), ("unknown", "not among the model's classes"), ("empty", "no readable images")])
+def test_eval_bad_inputs(exported, dataset: Path, tmp_path: Path, case: str, needle: str) -> None:
+    data = tmp_path / "data"
+    if case == "unknown":
+        copy_dataset(dataset / "test", data)
+        (data / "Tuberculosis").mkdir()
+        shutil.copy(data / "Covid" / "0.jpeg", data / "Tuberculosis" / "0.jpeg")
+    elif case == "empty":
+        for name in NAMES:
+            (data / name).mkdir(parents=True)
+    result = runner.invoke(eval_app, ["--data", str(data), "--model", str(exported.path), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error:") and needle in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "r").exists()
