@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from cxr.runtime.errors import DatasetError, ModelError
 from cxr.runtime.files import atomic_path
 from cxr.runtime.imaging import PREPROCESSING
 from cxr.runtime.metadata import InputSpec, ModelInfo
-from cxr.train.model import IN_GRAPH_PREPROCESSING
+from cxr.train.model import ModelRecipe, in_graph_preprocessing
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -53,7 +54,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     info = ModelInfo(
         class_names=class_names,
         input=InputSpec(height=size, width=size),
-        preprocessing={**PREPROCESSING, "in_graph": IN_GRAPH_PREPROCESSING},
+        preprocessing={**PREPROCESSING, "in_graph": in_graph_preprocessing(_model_recipe(config))},
         recipe={k: v for k, v in config.items() if k not in ("data", "out", "class_names")},
         metrics={
             "splits": {
@@ -98,6 +99,11 @@ def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"is missing or damaged ({error})"
         ) from None
     return config, metrics
+
+
+def _model_recipe(config: dict[str, Any]) -> ModelRecipe:
+    known = {f.name for f in dataclasses.fields(ModelRecipe)}
+    return ModelRecipe(**{k: v for k, v in config.items() if k in known})
 
 
 def _load_keras(model_path: Path) -> keras.Model:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -12,6 +13,16 @@ from cxr.runtime.errors import MissingDependencyError, cli_errors
 from .config import TrainConfig
 
 app = typer.Typer(add_completion=False, help=__doc__)
+
+
+class Preprocess(str, Enum):
+    scale = "scale"
+    vgg = "vgg"
+
+
+class Head(str, Enum):
+    flatten = "flatten"
+    gap = "gap"
 
 
 @app.command()
@@ -32,7 +43,17 @@ def main(
     val_split: float = typer.Option(0.15, min=0.0, max=0.9, help="Share of each train class held out for validation."),
     seed: int = typer.Option(0, help="Makes the split, initialisation and shuffling repeatable."),
     strict: bool = typer.Option(False, help="Treat an unreadable image as an error instead of skipping it."),
-    fast_path: bool = typer.Option(True, help="Fit the head on features computed once (same result, faster)."),
+    fast_path: bool = typer.Option(True, help="Run the frozen layers once per image, not once per epoch (same result, faster)."),
+    preprocess: Preprocess = typer.Option(Preprocess.scale, help="In-graph input normalisation: scale (/255) or vgg (ImageNet means)."),
+    head: Head = typer.Option(Head.flatten, help="Classifier head: flatten or gap (global average pooling)."),
+    dropout: float = typer.Option(0.0, min=0.0, max=0.9, help="Dropout before the softmax layer."),
+    augment: bool = typer.Option(False, help="Random rotation, shift, zoom, brightness, contrast in training only."),
+    label_smoothing: float = typer.Option(0.0, min=0.0, max=0.5),
+    class_weights: bool = typer.Option(False, help="Weight the loss so every class counts equally."),
+    early_stopping: int = typer.Option(0, min=0, help="Stop after N epochs without a better validation loss; keep the best."),
+    fine_tune: int = typer.Option(0, min=0, max=5, help="Then unfreeze the last N VGG16 blocks and train on."),
+    fine_tune_epochs: int = typer.Option(8, min=1),
+    fine_tune_learning_rate: float = typer.Option(1e-5, min=0.0),
 ) -> None:
     """Train the transfer model and write model.keras, metrics, history and curves to --out."""
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
@@ -48,7 +69,10 @@ def main(
             TrainConfig(
                 data=data, out=out, weights=weights, epochs=epochs, batch_size=batch_size,
                 learning_rate=learning_rate, image_size=image_size, val_split=val_split,
-                seed=seed, strict=strict, fast_path=fast_path,
+                seed=seed, strict=strict, fast_path=fast_path, preprocess=preprocess.value,
+                head=head.value, dropout=dropout, augment=augment, label_smoothing=label_smoothing,
+                class_weights=class_weights, early_stopping=early_stopping, fine_tune=fine_tune,
+                fine_tune_epochs=fine_tune_epochs, fine_tune_learning_rate=fine_tune_learning_rate,
             )
         )
     for name, split in result.splits.items():

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .model import ModelRecipe
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -19,8 +21,23 @@ class TrainConfig:
     val_split: float = 0.15
     seed: int = 0
     strict: bool = False
-    # Fit the head on the frozen base's features computed once; False runs plain model.fit.
+    # Run the frozen front of the model once per image and fit only what trains behind it (exact
+    # while nothing augments the images); False runs plain model.fit on images, for comparison.
     fast_path: bool = True
+    preprocess: str = "scale"  # scale | vgg
+    head: str = "flatten"  # flatten | gap
+    dropout: float = 0.0
+    augment: bool = False
+    label_smoothing: float = 0.0
+    class_weights: bool = False
+    early_stopping: int = 0  # patience in epochs on validation loss, best weights restored; 0: off
+    fine_tune: int = 0  # after the head, unfreeze the last N VGG16 blocks and train on
+    fine_tune_epochs: int = 8
+    fine_tune_learning_rate: float = 1e-5
+
+    @property
+    def model_recipe(self) -> ModelRecipe:
+        return ModelRecipe(self.preprocess, self.head, self.dropout, self.augment)
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)

@@ -1,4 +1,8 @@
-"""The transfer model, in Keras' functional API: 0-255 pixels -> scale -> frozen VGG16 -> head."""
+"""The transfer model, in Keras' functional API: 0-255 pixels -> [augment] -> normalise -> VGG16 -> head.
+
+The model is one flat chain of layers, so that it can be cut anywhere into segments that share its
+weights: training runs the frozen front once per image and fits only the segment behind the cut.
+"""
 
 from __future__ import annotations
 
@@ -9,40 +13,102 @@ from keras import layers
 
 from cxr.runtime.errors import ModelError
 
-# What the graph itself does to its 0-255 input; recorded in the exported model's metadata.
-IN_GRAPH_PREPROCESSING = "pixels / 255 (Rescaling layer), then VGG16 convolutions"
+# ImageNet's channel means in RGB order, as keras.applications.vgg16.preprocess_input subtracts them.
+VGG_MEAN_RGB = (123.68, 116.779, 103.939)
+BLOCKS = 5  # VGG16's convolution blocks
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    preprocess: str = "scale"  # "scale": pixels / 255 (reference); "vgg": ImageNet mean subtracted
+    head: str = "flatten"  # "flatten" (reference) or "gap" (global average pooling)
+    dropout: float = 0.0
+    augment: bool = False
 
 
 @dataclass
 class TransferModel:
-    """The whole model, and its two halves sharing the same layers.
-
-    ``features`` (scaling and the frozen base) and ``head`` (the trainable classifier) let training
-    compute the base's output once and fit only the head; ``model`` is what gets saved and exported.
-    """
-
     model: keras.Model
-    features: keras.Model
-    head: keras.Model
+    chain: list[layers.Layer]  # every layer after the input, in order
+    outputs: list[keras.KerasTensor]  # chain[i]'s output in ``model``
+
+    def segment(self, start: str | None, end: str | None) -> keras.Model:
+        """The part of the model after layer ``start`` up to and including layer ``end``.
+
+        None means the image input or the final output. Segments share the model's weights.
+        """
+        first = self._index(start) + 1 if start else 0
+        last = self._index(end) if end else len(self.chain) - 1
+        if start is None:
+            return keras.Model(self.model.input, self.outputs[last], name=f"to_{end or 'output'}")
+        x = inputs = keras.Input(shape=self.outputs[first - 1].shape[1:], name=f"{start}_output")
+        for layer in self.chain[first : last + 1]:
+            x = layer(x)
+        return keras.Model(inputs, x, name=f"{start}_to_{end or 'output'}")
+
+    def freeze_all_but_last_blocks(self, blocks: int) -> None:
+        """Freeze every VGG16 convolution except those of the last ``blocks`` blocks; the head trains."""
+        for layer in self.chain:
+            if layer.name.startswith("block"):
+                layer.trainable = int(layer.name[5]) > BLOCKS - blocks
+
+    def _index(self, name: str) -> int:
+        return next(i for i, layer in enumerate(self.chain) if layer.name == name)
 
 
-def build_model(num_classes: int, image_size: int, weights: str | None) -> TransferModel:
-    inputs = keras.Input(shape=(image_size, image_size, 3), name="image")
-    scaled = layers.Rescaling(1.0 / 255, name="scale_0_1")(inputs)
+def cut_layer(trainable_blocks: int) -> str:
+    """The last frozen layer when the last ``trainable_blocks`` blocks train: where features are cached."""
+    return f"block{BLOCKS - trainable_blocks}_pool"
+
+
+def in_graph_preprocessing(recipe: ModelRecipe) -> str:
+    """What the graph itself does to its 0-255 input; recorded in the exported model's metadata."""
+    steps = {
+        "scale": "pixels / 255 (Rescaling layer)",
+        "vgg": "ImageNet RGB channel means subtracted (Normalization layer), as VGG16 was trained",
+    }
+    return f"{steps[recipe.preprocess]}, then VGG16 convolutions"
+
+
+def build_model(num_classes: int, image_size: int, weights: str | None, recipe: ModelRecipe, seed: int = 0) -> TransferModel:
+    shape = (image_size, image_size, 3)
     try:
-        base = keras.applications.VGG16(
-            include_top=False, weights=weights, input_shape=(image_size, image_size, 3)
-        )
+        base = keras.applications.VGG16(include_top=False, weights=weights, input_shape=shape)
     except (OSError, ValueError) as error:
         raise ModelError(f"cannot load VGG16 weights from {weights}: {error}") from None
-    base.trainable = False
-    # training=False keeps the base in inference mode even when it is unfrozen later.
-    features = keras.Model(inputs, base(scaled, training=False), name="features")
+    if recipe.preprocess == "vgg":
+        # Keras' VGG16 weights expect BGR; reversing the first kernel's input channels lets the graph
+        # take RGB with no channel-swapping layer (a Lambda would break Keras' safe-mode loading).
+        conv = base.get_layer("block1_conv1")
+        kernel, bias = conv.get_weights()
+        conv.set_weights([kernel[:, :, ::-1, :], bias])
 
-    feature_inputs = keras.Input(shape=features.output.shape[1:], name="vgg16_features")
-    x = layers.Flatten(name="flatten")(feature_inputs)
-    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
-    head = keras.Model(feature_inputs, outputs, name="head")
+    chain: list[layers.Layer] = []
+    if recipe.augment:
+        # Only active in training; at inference (and so in the exported graph) they pass pixels through.
+        # No flips: a chest X-ray is not mirror-symmetric (heart on the left).
+        chain += [
+            layers.RandomRotation(0.03, fill_mode="constant", seed=seed, name="aug_rotate"),
+            layers.RandomTranslation(0.05, 0.05, fill_mode="constant", seed=seed, name="aug_shift"),
+            layers.RandomZoom(0.1, fill_mode="constant", seed=seed, name="aug_zoom"),
+            layers.RandomBrightness(0.1, value_range=(0, 255), seed=seed, name="aug_brightness"),
+            layers.RandomContrast(0.1, value_range=(0, 255), seed=seed, name="aug_contrast"),
+        ]
+    if recipe.preprocess == "scale":
+        chain.append(layers.Rescaling(1.0 / 255, name="scale_0_1"))
+    else:
+        chain.append(layers.Normalization(mean=VGG_MEAN_RGB, variance=(1.0, 1.0, 1.0), name="vgg_mean"))
+    chain += base.layers[1:]
+    chain.append(layers.Flatten(name="flatten") if recipe.head == "flatten" else layers.GlobalAveragePooling2D(name="gap"))
+    if recipe.dropout:
+        chain.append(layers.Dropout(recipe.dropout, seed=seed, name="dropout"))
+    chain.append(layers.Dense(num_classes, activation="softmax", name="probabilities"))
 
-    model = keras.Model(inputs, head(features.output), name="cxr_vgg16")
-    return TransferModel(model=model, features=features, head=head)
+    inputs = keras.Input(shape=shape, name="image")
+    outputs, x = [], inputs
+    for layer in chain:
+        x = layer(x)
+        outputs.append(x)
+    net = TransferModel(keras.Model(inputs, x, name="cxr_vgg16"), chain, outputs)
+    net.freeze_all_but_last_blocks(0)
+    return net

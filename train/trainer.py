@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -10,8 +11,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from cxr.eval.figures import plot_curves
 from cxr.runtime import __version__
 from cxr.runtime.dataset import (
     LabeledImages,
@@ -25,8 +26,7 @@ from cxr.runtime.files import atomic_path, write_json
 from cxr.runtime.progress import progress, quiet
 
 from .config import TrainConfig
-from cxr.eval.figures import plot_curves
-from .model import build_model
+from .model import TransferModel, build_model, cut_layer
 from .weights import resolve_weights
 
 
@@ -37,6 +37,13 @@ class SplitMetrics:
     count: int
     per_class: dict[str, int]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
+
+
+@dataclass(frozen=True)
+class Stage:
+    trainable_blocks: int  # VGG16 blocks that train, counted from the last; the head always trains
+    epochs: int
+    learning_rate: float
 
 
 @dataclass
@@ -71,43 +78,51 @@ def train(config: TrainConfig) -> TrainResult:
     splits = {name: split for name, split in splits.items() if len(split)}
 
     keras.utils.set_random_seed(config.seed)
-    net = build_model(len(class_names), config.image_size, weights)
-    # The fast path runs the frozen base once per image instead of once per image per epoch.
-    model = net.head if config.fast_path else net.model
-    inputs_of: dict[str, np.ndarray] = {}
+    net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
+    stages = [Stage(0, config.epochs, config.learning_rate)]
+    if config.fine_tune:
+        stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate))
+
     t0 = time.perf_counter()
-    for name, split in splits.items():
-        inputs_of[name] = (
-            _predict(net.features, split.images, config.batch_size, f"Features ({name})")
-            if config.fast_path
-            else split.images.astype(np.float32)
-        )
+    cached = config.fast_path and not config.augment
+    inputs_at = _cache_features(net, splits, stages, config.batch_size) if cached else {}
     feature_seconds = time.perf_counter() - t0
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     n = len(class_names)
+    targets = {name: keras.utils.to_categorical(split.labels, n) for name, split in splits.items()}
+    history: dict[str, list[float]] = {}
     t0 = time.perf_counter()
-    history = model.fit(
-        inputs_of["train"],
-        keras.utils.to_categorical(splits["train"].labels, n),
-        validation_data=(
-            (inputs_of["val"], keras.utils.to_categorical(splits["val"].labels, n))
-            if "val" in splits
-            else None
-        ),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        shuffle=True,
-        verbose=0 if quiet() else 1,
-    )
+    for stage in stages:
+        net.freeze_all_but_last_blocks(stage.trainable_blocks)
+        cut = cut_layer(stage.trainable_blocks) if cached else None
+        model = net.segment(cut, None)
+        inputs = inputs_at[cut] if cached else {k: s.images.astype(np.float32) for k, s in splits.items()}
+        model.compile(
+            optimizer=keras.optimizers.Adam(stage.learning_rate),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+            metrics=["accuracy"],
+        )
+        validation = (inputs["val"], targets["val"]) if "val" in splits else None
+        stop = keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=config.early_stopping, restore_best_weights=True
+        )
+        fitted = model.fit(
+            inputs["train"],
+            targets["train"],
+            validation_data=validation,
+            epochs=stage.epochs,
+            batch_size=config.batch_size,
+            shuffle=True,
+            class_weight=_class_weights(splits["train"].labels, n) if config.class_weights else None,
+            callbacks=[stop] if config.early_stopping and validation else [],
+            verbose=0 if quiet() else 1,
+        )
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(values)
     fit_seconds = time.perf_counter() - t0
 
     metrics = {
-        name: _evaluate(model, inputs_of[name], split, class_names, config.batch_size)
+        name: _evaluate(model, inputs[name], split, class_names, config.batch_size)
         for name, split in splits.items()
     }
     seconds = {
@@ -122,7 +137,7 @@ def train(config: TrainConfig) -> TrainResult:
         skipped=train_all.skipped + (test.skipped if test else []),
         seconds=seconds,
     )
-    _write_run_record(config, net.model, result, history.history)
+    _write_run_record(config, net.model, result, history)
     return result
 
 
@@ -139,6 +154,30 @@ def _scan(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
             raise DatasetError(f"{root / 'train' / name}: empty class folder")
     test_files = class_folders(root / "test") if (root / "test").is_dir() else {}
     return train_files, test_files
+
+
+def _cache_features(
+    net: TransferModel, splits: dict[str, LabeledImages], stages: list[Stage], batch_size: int
+) -> dict[str, dict[str, np.ndarray]]:
+    """Each stage's frozen-front output per split: ``{cut layer: {split: array}}``.
+
+    The deepest cut is computed from the images; shallower ones from it, so no image goes through
+    the early blocks twice.
+    """
+    cuts = sorted({cut_layer(stage.trainable_blocks) for stage in stages})
+    first = cuts[0]  # "block4_pool" sorts before "block5_pool": the earliest layer
+    front = net.segment(None, first)
+    cached = {first: {k: _predict(front, s.images, batch_size, f"Features ({k})") for k, s in splits.items()}}
+    for cut in cuts[1:]:
+        middle = net.segment(first, cut)
+        cached[cut] = {k: _predict(middle, v, batch_size, f"Features {cut} ({k})") for k, v in cached[first].items()}
+    return cached
+
+
+def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Weights that make every class count as much as the others in the loss."""
+    counts = np.bincount(labels, minlength=num_classes)
+    return {i: len(labels) / (num_classes * c) for i, c in enumerate(counts) if c}
 
 
 def _predict(model: keras.Model, inputs: np.ndarray, batch_size: int, description: str) -> np.ndarray:
@@ -174,10 +213,12 @@ def _evaluate(
 
 
 def _versions() -> dict[str, str]:
+    # Only Keras is imported here, so training also runs on Keras' torch or jax backends.
+    backend = keras.config.backend()
     return {
         "cxr": __version__,
-        "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        backend: importlib.import_module(backend).__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

@@ -1,0 +1,68 @@
+"""Candidate training recipes over seeds on the real data: which options pay for themselves.
+
+    python benchmarks/recipes.py --data ../shared/data/Covid19-dataset --weights PATH [--only NAME ...]
+
+Each candidate runs with seeds 0..N-1. Choices are made on the validation column (the test split
+only reports). Prints a Markdown table: mean and min test accuracy, mean validation accuracy and
+loss, and the median seconds of a whole training run on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import typer
+
+os.environ.setdefault("CXR_QUIET", "1")
+
+CANDIDATES: dict[str, dict] = {
+    "reference (scale 0-1, flatten)": {},
+    "vgg-norm": dict(preprocess="vgg"),
+    "vgg-norm + gap head": dict(preprocess="vgg", head="gap"),
+    "vgg-norm + dropout 0.5": dict(preprocess="vgg", dropout=0.5),
+    "vgg-norm + label smoothing 0.1": dict(preprocess="vgg", label_smoothing=0.1),
+    "vgg-norm + class weights": dict(preprocess="vgg", class_weights=True),
+    "vgg-norm + early stopping (30 epochs max, patience 5)": dict(preprocess="vgg", epochs=30, early_stopping=5),
+    "vgg-norm + fine-tune 1 block": dict(preprocess="vgg", fine_tune=1),
+    "vgg-norm + augment": dict(preprocess="vgg", augment=True),
+    "vgg-norm + augment + fine-tune 1 block": dict(preprocess="vgg", augment=True, fine_tune=1),
+    "scale 0-1 + fine-tune 1 block": dict(fine_tune=1),
+}
+
+
+def main(
+    data: Path = typer.Option(Path("../shared/data/Covid19-dataset")),
+    weights: str = typer.Option("imagenet", envvar="CXR_VGG16_WEIGHTS"),
+    seeds: int = typer.Option(5),
+    only: list[str] = typer.Option([], help="Run only candidates whose name contains this (repeatable)."),
+) -> None:
+    from cxr.train.config import TrainConfig
+    from cxr.train.trainer import train
+
+    chosen = {k: v for k, v in CANDIDATES.items() if not only or any(o in k for o in only)}
+    print("| recipe | mean test acc | min test acc | mean val acc | mean val loss | median train s |")
+    print("|---|---|---|---|---|---|", flush=True)
+    for name, options in chosen.items():
+        runs = []
+        for seed in range(seeds):
+            with tempfile.TemporaryDirectory() as out:
+                config = TrainConfig(data=data, out=Path(out), weights=weights, seed=seed, **options)
+                runs.append(train(config))
+            s = runs[-1].splits
+            print(f"{name} seed {seed}: test {s['test'].accuracy:.3f} val {s['val'].accuracy:.3f}", file=sys.stderr, flush=True)
+        test = [r.splits["test"].accuracy for r in runs]
+        print(
+            f"| {name} | {statistics.mean(test):.3f} | {min(test):.3f} | "
+            f"{statistics.mean(r.splits['val'].accuracy for r in runs):.3f} | "
+            f"{statistics.mean(r.splits['val'].loss for r in runs):.3f} | "
+            f"{statistics.median(r.seconds['total'] for r in runs):.0f} |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    typer.run(main)
