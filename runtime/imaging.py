@@ -22,7 +22,7 @@ RESAMPLING = Image.Resampling.BILINEAR
 
 # What the runtime does to a file before the graph sees it; written into the model's metadata.
 PREPROCESSING = {
-    "decode": "EXIF orientation applied; alpha composited on black; 16-bit stretched to 0-255; "
+    "decode": "JPEG decoded at the smallest DCT scale not below the input size; EXIF orientation applied; alpha composited on black; 16-bit stretched to 0-255; "
     "DICOM: modality and VOI LUT or window, MONOCHROME1 inverted, stretched to 0-255",
     "color": "RGB, grayscale replicated to 3 channels",
     "resize": "bilinear to the input size, aspect ratio not kept",
@@ -30,8 +30,12 @@ PREPROCESSING = {
 }
 
 
-def read_rgb(path: str | Path) -> Image.Image:
-    """Decode an image file to an upright 8-bit RGB image, or raise InputFileError naming the file."""
+def read_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
+    """Decode an image file to an upright 8-bit RGB image, or raise InputFileError naming the file.
+
+    With ``min_size``, a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that keeps both sides
+    at least that large: several times faster for an image that will be resized down anyway.
+    """
     path = Path(path)
     if path.is_file() and is_dicom(path):
         pixels = read_dicom_pixels(path, check_size=_check_pixels)
@@ -39,6 +43,8 @@ def read_rgb(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             _check_pixels(path, *image.size)
+            if min_size and image.format == "JPEG":
+                image.draft(image.mode, (min_size, min_size))
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))
     except InputFileError:
@@ -87,4 +93,4 @@ def to_model_input(image: Image.Image, size: int) -> np.ndarray:
 
 def load_image(path: str | Path, size: int) -> np.ndarray:
     """Read a file and make it model input; see read_rgb and to_model_input."""
-    return to_model_input(read_rgb(path), size)
+    return to_model_input(read_rgb(path, min_size=size), size)
