@@ -1,0 +1,1 @@
+"""The Gradio web demo over the edge runtime (no TensorFlow); install the ``demo`` extra."""

@@ -1,0 +1,121 @@
+"""``cxr-demo``: serve the model in a Gradio web page, optionally through a public share link."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from cxr.runtime.errors import CxrError, DatasetError, MissingDependencyError, cli_errors
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+DEFAULT_PORT = 7860
+PORT_TRIES = 100
+
+
+@dataclass
+class Served:
+    app: gr.Blocks
+    local_url: str
+    share_url: str | None
+    notice: str | None  # why there is no share link, when one was asked for
+
+
+def free_port(host: str, start: int) -> int:
+    """``start`` if nothing listens there, else the next free port after it."""
+    for port in range(start, start + PORT_TRIES):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise CxrError(f"no free port in {start}-{start + PORT_TRIES - 1} on {host}")
+
+
+def serve(
+    model: Path,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    share: bool = False,
+    auth: tuple[str, str] | None = None,
+    max_file_size_mb: int = 20,
+    examples: Path | None = None,
+    block: bool = True,
+) -> Served:
+    """Start the app; with ``block=False`` return once it serves (tests, notebooks)."""
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError("cxr-demo needs the demo extra: pip install 'cxr[demo]'") from None
+    from cxr.runtime.predictor import Predictor
+
+    from .app import build_app, example_files
+
+    predictor = Predictor(model)  # one onnxruntime session serves every request
+    if examples is not None and not examples.is_dir():
+        raise DatasetError(f"--examples {examples}: no such folder")
+    demo = build_app(predictor, example_files(examples) if examples else None)
+    demo.queue(max_size=100)
+    # Gradio explains a failed share link in a dozen lines; keep them for a one-line notice instead.
+    chatter = io.StringIO()
+    with contextlib.redirect_stdout(chatter):
+        _, local_url, share_url = demo.launch(
+            server_name=host,
+            server_port=port or free_port(host, DEFAULT_PORT),
+            share=share,
+            auth=auth,
+            max_file_size=max_file_size_mb * 1024 * 1024,
+            prevent_thread_lock=True,
+            quiet=True,
+        )
+    notice = None
+    if share and not share_url:
+        notice = (
+            "no public share link: Gradio could not set up its tunnel (offline, or its tunnel "
+            "program could not be downloaded); serving locally only"
+        )
+    served = Served(app=demo, local_url=local_url, share_url=share_url, notice=notice)
+    if block:
+        _report(served)
+        demo.block_thread()
+    return served
+
+
+def _report(served: Served) -> None:
+    typer.echo(f"serving on {served.local_url}")
+    if served.share_url:
+        typer.echo(f"public link: {served.share_url}")
+    if served.notice:
+        typer.echo(f"warning: {served.notice}", err=True)
+
+
+@app.command()
+def main(
+    model: Path = typer.Option(Path("artifacts/model.onnx"), envvar="CXR_MODEL", help="Model from cxr-export."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(0, min=0, max=65535, help=f"Port (0: {DEFAULT_PORT} or the next free one)."),
+    share: bool = typer.Option(False, "--share", help="Also ask Gradio for a public *.gradio.live link."),
+    auth: str | None = typer.Option(None, help="USER:PASS required to open the page."),
+    max_file_size: int = typer.Option(20, min=1, help="Largest upload in MB."),
+    examples: Path | None = typer.Option(None, help="Folder-per-class set to take a few examples from."),
+) -> None:
+    """Serve the demo until interrupted."""
+    credentials = None
+    if auth is not None:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            typer.echo("error: --auth must be USER:PASS", err=True)
+            raise typer.Exit(2)
+        credentials = (user, password)
+    with cli_errors():
+        serve(model, host, port or None, share, credentials, max_file_size, examples)
