@@ -1,0 +1,89 @@
+"""The recipe options beyond the reference: each changes what it says and survives export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FAST
+from cxr.train.config import TrainConfig
+
+
+def fresh(recipe_options: dict, seed: int = 0):
+    """The model train() starts from, for the same seed: to compare trained weights against."""
+    import keras
+
+    from cxr.train.model import ModelRecipe, build_model
+
+    keras.utils.set_random_seed(seed)
+    return build_model(3, FAST["image_size"], None, ModelRecipe(**recipe_options), seed)
+
+
+def test_vgg_preprocessing_reverses_the_first_kernels_channels() -> None:
+    scale = fresh({}).model.get_layer("block1_conv1").get_weights()[0]
+    vgg = fresh({"preprocess": "vgg"}).model.get_layer("block1_conv1").get_weights()[0]
+    np.testing.assert_array_equal(vgg, scale[:, :, ::-1, :])
+
+
+def test_fine_tuning_trains_only_the_last_block_and_the_head(dataset: Path, tmp_path: Path) -> None:
+    import keras
+
+    from cxr.train.trainer import train
+
+    result = train(TrainConfig(data=dataset, out=tmp_path, fine_tune=1, fine_tune_epochs=2, **FAST))
+    trained = keras.saving.load_model(result.model_path, safe_mode=True)
+    start = fresh({}).model
+    for name, should_change in (("block4_conv3", False), ("block5_conv3", True), ("probabilities", True)):
+        before = start.get_layer(name).get_weights()[0]
+        after = trained.get_layer(name).get_weights()[0]
+        assert (not np.array_equal(before, after)) == should_change, name
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["loss"]) == FAST["epochs"] + 2  # head stage, then fine-tuning stage
+
+
+def test_early_stopping_keeps_the_best_epoch(dataset: Path, tmp_path: Path) -> None:
+    from cxr.train.trainer import train
+
+    options = {**FAST, "epochs": 40, "learning_rate": 3.0}
+    result = train(TrainConfig(data=dataset, out=tmp_path, early_stopping=2, **options))
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert len(history["val_loss"]) < 40
+    assert result.splits["val"].loss == pytest.approx(min(history["val_loss"]), rel=1e-3)
+
+
+def test_class_weights_balance_the_classes() -> None:
+    from cxr.train.trainer import _class_weights
+
+    weights = _class_weights(np.array([0, 0, 0, 0, 1, 1, 2, 2]), 3)
+    assert weights == pytest.approx({0: 8 / 12, 1: 8 / 6, 2: 8 / 6})
+
+
+def test_every_option_together_trains_and_exports_with_parity(dataset: Path, tmp_path: Path) -> None:
+    """Augmentation layers, GAP, dropout: inert at inference, so ONNX still matches Keras."""
+    from cxr.export.onnx_export import export_onnx
+    from cxr.runtime.predictor import Predictor
+    from cxr.train.trainer import train
+
+    config = TrainConfig(
+        data=dataset, out=tmp_path, preprocess="vgg", head="gap", dropout=0.3, augment=True,
+        label_smoothing=0.1, class_weights=True, early_stopping=3, fine_tune=1, fine_tune_epochs=1,
+        **{**FAST, "epochs": 2},
+    )
+    result = train(config)
+    assert result.seconds["features"] < 0.01  # augmentation: nothing cached, images every epoch
+    exported = export_onnx(result.model_path, tmp_path / "model.onnx")
+    assert exported.max_abs_diff <= 1e-4
+    info = Predictor(exported.path).info
+    assert "ImageNet" in info.preprocessing["in_graph"] and info.recipe["augment"] is True
+
+
+def test_unknown_choice_is_a_usage_error(dataset: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxr.train.cli import app
+
+    result = CliRunner().invoke(app, ["--data", str(dataset), "--out", str(tmp_path / "o"), "--preprocess", "zscore"])
+    assert result.exit_code == 2 and not (tmp_path / "o").exists()
