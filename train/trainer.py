@@ -60,22 +60,8 @@ def train(config: TrainConfig) -> TrainResult:
     started = time.perf_counter()
     train_files, test_files = _scan(config.data)
     class_names = sorted(train_files)
-    weights = resolve_weights(config.weights)
-
-    train_all = load_images(train_files, class_names, config.image_size, config.strict, "Reading train")
-    test = (
-        load_images(test_files, class_names, config.image_size, config.strict, "Reading test")
-        if test_files
-        else None
-    )
-    for name, count in class_counts(train_all.labels, class_names).items():
-        if count < 2:
-            raise DatasetError(f"class {name!r} has {count} readable train images; it needs at least 2")
-    fit_idx, val_idx = stratified_split(train_all.labels, config.val_split, config.seed)
-    splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx)}
-    if test is not None and len(test):
-        splits["test"] = test
-    splits = {name: split for name, split in splits.items() if len(split)}
+    weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
+    splits, skipped = _read_splits(config, class_names, train_files, test_files)
 
     keras.utils.set_random_seed(config.seed)
     net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
@@ -84,40 +70,23 @@ def train(config: TrainConfig) -> TrainResult:
         stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate))
 
     t0 = time.perf_counter()
+    # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached.
     cached = config.fast_path and not config.augment
-    inputs_at = _cache_features(net, splits, stages, config.batch_size) if cached else {}
+    inputs_at = (
+        _cache_features(net, splits, stages, config.batch_size)
+        if cached
+        else {None: {k: s.images.astype(np.float32) for k, s in splits.items()}}
+    )
     feature_seconds = time.perf_counter() - t0
 
-    n = len(class_names)
-    targets = {name: keras.utils.to_categorical(split.labels, n) for name, split in splits.items()}
+    targets = {k: keras.utils.to_categorical(s.labels, len(class_names)) for k, s in splits.items()}
     history: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     for stage in stages:
         net.freeze_all_but_last_blocks(stage.trainable_blocks)
         cut = cut_layer(stage.trainable_blocks) if cached else None
-        model = net.segment(cut, None)
-        inputs = inputs_at[cut] if cached else {k: s.images.astype(np.float32) for k, s in splits.items()}
-        model.compile(
-            optimizer=keras.optimizers.Adam(stage.learning_rate),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-            metrics=["accuracy"],
-        )
-        validation = (inputs["val"], targets["val"]) if "val" in splits else None
-        stop = keras.callbacks.EarlyStopping(
-            monitor="val_loss", patience=config.early_stopping, restore_best_weights=True
-        )
-        fitted = model.fit(
-            inputs["train"],
-            targets["train"],
-            validation_data=validation,
-            epochs=stage.epochs,
-            batch_size=config.batch_size,
-            shuffle=True,
-            class_weight=_class_weights(splits["train"].labels, n) if config.class_weights else None,
-            callbacks=[stop] if config.early_stopping and validation else [],
-            verbose=0 if quiet() else 1,
-        )
-        for key, values in fitted.history.items():
+        model, inputs = net.segment(cut, None), inputs_at[cut]
+        for key, values in _fit(model, inputs, targets, stage, config).items():
             history.setdefault(key, []).extend(values)
     fit_seconds = time.perf_counter() - t0
 
@@ -134,11 +103,66 @@ def train(config: TrainConfig) -> TrainResult:
         model_path=config.out / "model.keras",
         class_names=class_names,
         splits=metrics,
-        skipped=train_all.skipped + (test.skipped if test else []),
+        skipped=skipped,
         seconds=seconds,
     )
     _write_run_record(config, net.model, result, history)
     return result
+
+
+def _read_splits(
+    config: TrainConfig,
+    class_names: list[str],
+    train_files: dict[str, list[Path]],
+    test_files: dict[str, list[Path]],
+) -> tuple[dict[str, LabeledImages], list[str]]:
+    """Decoded train, validation (stratified from train) and test splits, and the skipped files."""
+    size, strict = config.image_size, config.strict
+    train_all = load_images(train_files, class_names, size, strict, "Reading train")
+    test = load_images(test_files, class_names, size, strict, "Reading test") if test_files else None
+    for name, count in class_counts(train_all.labels, class_names).items():
+        if count < 2:
+            raise DatasetError(f"class {name!r} has {count} readable train images; it needs at least 2")
+    fit_idx, val_idx = stratified_split(train_all.labels, config.val_split, config.seed)
+    splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx), "test": test}
+    skipped = train_all.skipped + (test.skipped if test else [])
+    return {k: split for k, split in splits.items() if split is not None and len(split)}, skipped
+
+
+def _fit(
+    model: keras.Model,
+    inputs: dict[str, np.ndarray],
+    targets: dict[str, np.ndarray],
+    stage: Stage,
+    config: TrainConfig,
+) -> dict[str, list[float]]:
+    """One training stage; returns Keras' per-epoch history."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(stage.learning_rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+    )
+    validation = (inputs["val"], targets["val"]) if "val" in inputs else None
+    callbacks = []
+    if config.early_stopping and validation:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=config.early_stopping, restore_best_weights=True
+            )
+        )
+    labels = targets["train"].argmax(axis=1)
+    fitted = model.fit(
+        inputs["train"],
+        targets["train"],
+        validation_data=validation,
+        epochs=stage.epochs,
+        batch_size=config.batch_size,
+        shuffle=True,
+        class_weight=_class_weights(labels, targets["train"].shape[1]) if config.class_weights else None,
+        callbacks=callbacks,
+        verbose=0 if quiet() else 1,
+    )
+    return fitted.history
 
 
 def _scan(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
@@ -161,7 +185,7 @@ def _cache_features(
 ) -> dict[str, dict[str, np.ndarray]]:
     """Each stage's frozen-front output per split: ``{cut layer: {split: array}}``.
 
-    The deepest cut is computed from the images; shallower ones from it, so no image goes through
+    The earliest cut is computed from the images and later ones from it, so no image goes through
     the early blocks twice.
     """
     cuts = sorted({cut_layer(stage.trainable_blocks) for stage in stages})
