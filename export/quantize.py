@@ -51,12 +51,15 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
         prepared = Path(scratch) / "prepared.onnx"
         quantized = Path(scratch) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
+        # A quantized softmax would report probabilities in steps of 1/255 (0.0 for "unlikely").
+        softmax = [n.name for n in onnx.load(prepared).graph.node if n.op_type == "Softmax"]
         quantize_static(
             str(prepared),
             str(quantized),
             _Images(calibration, fp32.input_name),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            nodes_to_exclude=softmax,
         )
         proto = onnx.load(quantized)
 

@@ -161,9 +161,15 @@ def test_int8_model_agrees_and_describes_itself(exported, dataset: Path, tmp_pat
     result = export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
     assert result.agreement >= 0.99 and result.test_images == 12
     assert result.int8_bytes < result.fp32_bytes / 3
-    quantized = Predictor(result.path)
+    quantized, fp32 = Predictor(result.path), Predictor(exported.path)
     assert quantized.info.quantization.startswith("int8")
-    assert quantized.info.class_names == Predictor(exported.path).info.class_names
+    assert quantized.info.class_names == fp32.info.class_names
+    image = dataset / "test" / "Normal" / "0.jpeg"
+    int8_p = quantized.predict_file(image).probabilities
+    fp32_p = fp32.predict_file(image).probabilities
+    assert max(abs(int8_p[k] - fp32_p[k]) for k in fp32_p) < 0.05
+    # The softmax stays in float: probabilities are not rounded to steps of 1/255.
+    assert any(abs(p * 255 - round(p * 255)) > 1e-3 for p in int8_p.values())
 
 
 def test_int8_below_agreement_is_refused(exported, dataset: Path, tmp_path: Path, monkeypatch) -> None:
