@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from .dataset import files_under
 from .errors import CxrError, cli_errors
 from .files import atomic_path
 from .predictor import Prediction, Predictor
@@ -67,9 +68,7 @@ def expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
     missing: list[str] = []
     for path in inputs:
         if path.is_dir():
-            files.extend(
-                sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            )
+            files.extend(files_under(path))
         elif path.exists():
             files.append(path)
         else:
@@ -83,7 +82,12 @@ def _table_row(result: Prediction, names: list[str]) -> str:
 
 def _json_line(result: Prediction) -> str:
     return json.dumps(
-        {"file": result.file, "class": result.label, "probabilities": result.probabilities, "seconds": round(result.seconds, 4)}
+        {
+            "file": result.file,
+            "class": result.label,
+            "probabilities": result.probabilities,
+            "seconds": round(result.seconds, 4),
+        }
     )
 
 

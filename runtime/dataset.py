@@ -38,12 +38,13 @@ def class_folders(root: Path) -> dict[str, list[Path]]:
     if not root.is_dir():
         raise DatasetError(f"{root}: no such data folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return {
-        folder.name: sorted(
-            p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
-        for folder in folders
-    }
+    return {folder.name: files_under(folder) for folder in folders}
+
+
+def files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``, sorted; hidden files and folders (``.name``) are left out."""
+    found = (p for p in folder.rglob("*") if p.is_file())
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def sample_files(files: dict[str, list[Path]], limit: int) -> dict[str, list[Path]]:
