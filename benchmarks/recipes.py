@@ -19,8 +19,9 @@ import typer
 
 os.environ.setdefault("CXR_QUIET", "1")
 
-# Each candidate changes the reference recipe (pixels / 255, flatten head, Adam 1e-3, 8 epochs) by
-# the options named. Fine-tuning: 8 more epochs at 1e-5 with the last blocks unfrozen.
+# Each candidate changes the reference recipe (pixels / 255, flatten head, Adam 1e-3, 8 epochs, no
+# fine-tuning) by the options named. Fine-tuning: 8 more epochs at 1e-5 with the last blocks unfrozen.
+REFERENCE = dict(fine_tune=0)
 CANDIDATES: dict[str, dict] = {
     "reference": {},
     "vgg-norm": dict(preprocess="vgg"),
@@ -59,7 +60,9 @@ def main(
         runs = []
         for seed in range(seeds):
             with tempfile.TemporaryDirectory() as out:
-                config = TrainConfig(data=data, out=Path(out), weights=weights, seed=seed, **options)
+                config = TrainConfig(
+                    data=data, out=Path(out), weights=weights, seed=seed, **{**REFERENCE, **options}
+                )
                 runs.append(train(config))
             s = runs[-1].splits
             print(f"{name} seed {seed}: test {s['test'].accuracy:.3f} val {s['val'].accuracy:.3f}", file=sys.stderr, flush=True)

@@ -33,7 +33,7 @@ def test_fine_tuning_trains_only_the_last_block_and_the_head(dataset: Path, tmp_
 
     from cxr.train.trainer import train
 
-    result = train(TrainConfig(data=dataset, out=tmp_path, fine_tune=1, fine_tune_epochs=2, **FAST))
+    result = train(TrainConfig(data=dataset, out=tmp_path, **{**FAST, "fine_tune": 1, "fine_tune_epochs": 2}))
     trained = keras.saving.load_model(result.model_path, safe_mode=True)
     start = fresh({}).model
     for name, should_change in (("block4_conv3", False), ("block5_conv3", True), ("probabilities", True)):
@@ -69,8 +69,8 @@ def test_every_option_together_trains_and_exports_with_parity(dataset: Path, tmp
 
     config = TrainConfig(
         data=dataset, out=tmp_path, preprocess="vgg", head="gap", dropout=0.3, augment=True,
-        label_smoothing=0.1, class_weights=True, early_stopping=3, fine_tune=1, fine_tune_epochs=1,
-        **{**FAST, "epochs": 2},
+        label_smoothing=0.1, class_weights=True, early_stopping=3, fine_tune_epochs=1,
+        **{**FAST, "epochs": 2, "fine_tune": 1},
     )
     result = train(config)
     assert result.seconds["features"] < 0.01  # augmentation: nothing cached, images every epoch

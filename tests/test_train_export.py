@@ -17,7 +17,7 @@ from cxr.runtime.metadata import ModelInfo
 from cxr.train.cli import app as train_app
 
 runner = CliRunner()
-FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2"]
+FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--fine-tune", "0"]
 
 
 def assert_one_line_error(result, needle: str, code: int = 2) -> None:

@@ -31,7 +31,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     class_weights: bool = False
     early_stopping: int = 0  # patience in epochs on validation loss, best weights restored; 0: off
-    fine_tune: int = 0  # after the head, unfreeze the last N VGG16 blocks and train on
+    # After the head, unfreeze the last N VGG16 blocks and train on; 0 is the reference recipe.
+    fine_tune: int = 1
     fine_tune_epochs: int = 8
     fine_tune_learning_rate: float = 1e-5
 
