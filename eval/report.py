@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.runtime.dataset import check_split, class_folders, load_images
+from cxr.runtime.dataset import check_split, class_folders, load_folder
 from cxr.runtime.errors import CxrError, DatasetError
 from cxr.runtime.files import atomic_path, write_json
 from cxr.runtime.imaging import read_rgb
@@ -68,9 +68,7 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     names = predictor.info.class_names
     splits = splits_of(data)
     folder = check_split(data) if set(splits) - {data.name} else data
-    images = load_images(class_folders(folder), names, predictor.info.image_size, description="Evaluating")
-    if not len(images):
-        raise DatasetError(f"{folder}: no readable images to evaluate")
+    images = load_folder(folder, names, predictor.info.image_size, description="Evaluating")
     probabilities = np.concatenate(
         [predictor.predict_batch(images.images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]
     )

@@ -16,7 +16,7 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from cxr.runtime.dataset import check_split, class_folders, load_images, sample_files
+from cxr.runtime.dataset import check_split, load_folder
 from cxr.runtime.errors import DatasetError, ModelError
 from cxr.runtime.files import atomic_path
 from cxr.runtime.imaging import PREPROCESSING
@@ -114,15 +114,7 @@ def _load_keras(model_path: Path) -> keras.Model:
 
 
 def _parity_images(data: Path, class_names: list[str], size: int) -> np.ndarray:
-    split = check_split(data)
     try:
-        files = class_folders(split)
-    except DatasetError:
-        raise DatasetError(
-            f"{data}: no images for the parity check; pass --data with the training data"
-        ) from None
-    chosen = sample_files(files, PARITY_IMAGES)
-    images = load_images(chosen, class_names, size, description="Parity images").images
-    if not len(images):
-        raise DatasetError(f"{split}: no readable images for the parity check")
-    return images
+        return load_folder(check_split(data), class_names, size, PARITY_IMAGES, "Parity images").images
+    except DatasetError as error:
+        raise DatasetError(f"{error}; pass --data with images for the parity check") from None

@@ -12,8 +12,8 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from cxr.runtime.dataset import check_split, class_folders, load_images, sample_files
-from cxr.runtime.errors import DatasetError, ModelError
+from cxr.runtime.dataset import check_split, load_folder
+from cxr.runtime.errors import ModelError
 from cxr.runtime.files import atomic_path
 from cxr.runtime.predictor import Predictor
 
@@ -44,8 +44,8 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
     """Quantize ``fp32_path``; refuse (write nothing) if top-1 agreement on the test split is < 99%."""
     fp32 = Predictor(fp32_path, provider="cpu")
     names, size = fp32.info.class_names, fp32.info.image_size
-    calibration = _images(data / "train", names, size, CALIBRATION_IMAGES)
-    test = _images(check_split(data), names, size, None)
+    calibration = load_folder(data / "train", names, size, CALIBRATION_IMAGES, "Calibration images").images
+    test = load_folder(check_split(data), names, size, description="Agreement images").images
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
@@ -81,12 +81,3 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
                 f"(< {MIN_AGREEMENT:.0%}); not written"
             )
     return Int8Result(out_path, agreement, len(test), fp32_path.stat().st_size, out_path.stat().st_size)
-
-
-def _images(split: Path, class_names: list[str], size: int, limit: int | None) -> np.ndarray:
-    files = class_folders(split)
-    chosen = sample_files(files, limit) if limit else files
-    images = load_images(chosen, class_names, size, description=f"Images ({split.name})").images
-    if not len(images):
-        raise DatasetError(f"{split}: no readable images for INT8 calibration or checking")
-    return images

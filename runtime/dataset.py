@@ -86,6 +86,20 @@ def load_images(
     return LabeledImages(stacked, np.asarray(labels, dtype=np.int64), paths, skipped)
 
 
+def load_folder(
+    folder: Path, class_names: list[str], size: int, limit: int | None = None, description: str = "Reading images"
+) -> LabeledImages:
+    """A folder-per-class set, decoded: all of it, or about ``limit`` images with every class in.
+
+    Raises DatasetError when nothing in it can be read.
+    """
+    files = class_folders(folder)
+    images = load_images(sample_files(files, limit) if limit else files, class_names, size, description=description)
+    if not len(images):
+        raise DatasetError(f"{folder}: no readable images")
+    return images
+
+
 def stratified_split(
     labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
