@@ -35,7 +35,6 @@ CANDIDATES: dict[str, dict] = {
     "fine-tune 1 block": dict(fine_tune=1),
     "fine-tune 2 blocks": dict(fine_tune=2),
     "fine-tune 1 block + class weights": dict(fine_tune=1, class_weights=True),
-    "fine-tune 1 block + early stopping (patience 3)": dict(fine_tune=1, early_stopping=3),
     "fine-tune 1 block + dropout 0.5": dict(fine_tune=1, dropout=0.5),
     "fine-tune 1 block + label smoothing 0.1": dict(fine_tune=1, label_smoothing=0.1),
     "vgg-norm, lr 1e-4 + fine-tune 1 block": dict(preprocess="vgg", learning_rate=1e-4, fine_tune=1),
