@@ -21,7 +21,8 @@ from cxr.runtime.errors import DatasetError, ModelError
 from cxr.runtime.files import atomic_path
 from cxr.runtime.imaging import PREPROCESSING
 from cxr.runtime.metadata import InputSpec, ModelInfo
-from cxr.train.model import ModelRecipe, in_graph_preprocessing
+from cxr.train.config import ModelRecipe
+from cxr.train.model import in_graph_preprocessing
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4

@@ -179,3 +179,23 @@ def test_int8_below_agreement_is_refused(exported, dataset: Path, tmp_path: Path
     with pytest.raises(ModelError, match="not written"):
         quantize.export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clis_start_without_their_extras() -> None:
+    """Importing any CLI loads no heavy extra, and a missing extra is a one-line error naming it."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import cxr.train.cli, cxr.export.cli, cxr.eval.cli, cxr.demo.cli, cxr.runtime.cli
+        heavy = ("tensorflow", "keras", "tf2onnx", "gradio", "matplotlib")
+        print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+        sys.modules["keras"] = None  # as if the train extra were not installed
+        from typer.testing import CliRunner
+        result = CliRunner().invoke(cxr.train.cli.app, ["--data", "."])
+        print(result.exit_code, result.stderr.strip())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    loaded, outcome = done.stdout.strip().splitlines()
+    assert loaded == "[]"
+    assert outcome.startswith("2 error: cxr-train needs the train extra: pip install 'cxr[train]'")

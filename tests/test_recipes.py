@@ -16,7 +16,8 @@ def fresh(recipe_options: dict, seed: int = 0):
     """The model train() starts from, for the same seed: to compare trained weights against."""
     import keras
 
-    from cxr.train.model import ModelRecipe, build_model
+    from cxr.train.config import ModelRecipe
+    from cxr.train.model import build_model
 
     keras.utils.set_random_seed(seed)
     return build_model(3, FAST["image_size"], None, ModelRecipe(**recipe_options), seed)

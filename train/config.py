@@ -6,7 +6,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .model import ModelRecipe
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """The parts of the recipe that shape the model's graph (and so its exported metadata)."""
+
+    preprocess: str = "scale"  # "scale": pixels / 255 (reference); "vgg": ImageNet means subtracted
+    head: str = "flatten"  # "flatten" (reference) or "gap" (global average pooling)
+    dropout: float = 0.0
+    augment: bool = False
 
 
 @dataclass(frozen=True)

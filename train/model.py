@@ -13,17 +13,11 @@ from keras import layers
 
 from cxr.runtime.errors import ModelError
 
+from .config import ModelRecipe
+
 # ImageNet's channel means in RGB order, as keras.applications.vgg16.preprocess_input subtracts them.
 VGG_MEAN_RGB = (123.68, 116.779, 103.939)
 BLOCKS = 5  # VGG16's convolution blocks
-
-
-@dataclass(frozen=True)
-class ModelRecipe:
-    preprocess: str = "scale"  # "scale": pixels / 255 (reference); "vgg": ImageNet mean subtracted
-    head: str = "flatten"  # "flatten" (reference) or "gap" (global average pooling)
-    dropout: float = 0.0
-    augment: bool = False
 
 
 @dataclass
