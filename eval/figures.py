@@ -38,13 +38,16 @@ class Mistake:
 
 
 def plot_curves(history: dict[str, list[float]], target: Path) -> None:
-    """Keras' history (``accuracy``, ``loss`` and their ``val_`` twins) per epoch."""
+    """Keras' history (``accuracy``, ``loss`` and their ``val_`` twins) per epoch, and where
+    fine-tuning started (``fine_tune_from_epoch``) when it did."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
     for ax, metric in zip(axes, ("accuracy", "loss")):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
             if key in history:
                 values = history[key]
                 ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
+        for epoch in history.get("fine_tune_from_epoch", []):
+            ax.axvline(epoch + 0.5, linestyle="--", color="gray", label="fine-tuning starts")
         ax.set_title(metric.capitalize())
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)

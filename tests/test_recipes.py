@@ -43,6 +43,7 @@ def test_fine_tuning_trains_only_the_last_block_and_the_head(dataset: Path, tmp_
         assert (not np.array_equal(before, after)) == should_change, name
     history = json.loads((tmp_path / "history.json").read_text())
     assert len(history["loss"]) == FAST["epochs"] + 2  # head stage, then fine-tuning stage
+    assert history["fine_tune_from_epoch"] == [FAST["epochs"]]
 
 
 def test_early_stopping_keeps_the_best_epoch(dataset: Path, tmp_path: Path) -> None:

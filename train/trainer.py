@@ -83,6 +83,8 @@ def train(config: TrainConfig) -> TrainResult:
     history: dict[str, list[float]] = {}
     t0 = time.perf_counter()
     for stage in stages:
+        if stage.trainable_blocks:  # mark where fine-tuning starts, for the curves
+            history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
         net.freeze_all_but_last_blocks(stage.trainable_blocks)
         cut = cut_layer(stage.trainable_blocks) if cached else None
         model, inputs = net.segment(cut, None), inputs_at[cut]
