@@ -38,6 +38,16 @@ CANDIDATES: dict[str, dict] = {
     "fine-tune 1 block + dropout 0.5": dict(fine_tune=1, dropout=0.5),
     "fine-tune 1 block + label smoothing 0.1": dict(fine_tune=1, label_smoothing=0.1),
     "vgg-norm, lr 1e-4 + fine-tune 1 block": dict(preprocess="vgg", learning_rate=1e-4, fine_tune=1),
+    "equalize": dict(contrast="equalize"),
+    "fine-tune 1 block + equalize": dict(fine_tune=1, contrast="equalize"),
+    "fine-tune 2 blocks + equalize": dict(fine_tune=2, contrast="equalize"),
+    "fine-tune 1 block, 16 epochs": dict(fine_tune=1, fine_tune_epochs=16),
+    "fine-tune 1 block, lr 3e-5": dict(fine_tune=1, fine_tune_learning_rate=3e-5),
+    "fine-tune 1 block, 24 epochs": dict(fine_tune=1, fine_tune_epochs=24),
+    "fine-tune 1 block, 32 epochs": dict(fine_tune=1, fine_tune_epochs=32),
+    "fine-tune 1 block, 16 epochs, lr 2e-5": dict(fine_tune=1, fine_tune_epochs=16, fine_tune_learning_rate=2e-5),
+    "fine-tune 1 block + equalize, 16 epochs": dict(fine_tune=1, contrast="equalize", fine_tune_epochs=16),
+    "fine-tune 1 block + equalize, lr 3e-5": dict(fine_tune=1, contrast="equalize", fine_tune_learning_rate=3e-5),
 }
 
 

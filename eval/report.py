@@ -65,10 +65,11 @@ def describe_dataset(data: Path, out: Path) -> Path:
 def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     """Evaluate ``model`` on ``data`` (its test split if it has one) and write everything to ``out``."""
     predictor = Predictor(model)
-    names = predictor.info.class_names
+    info = predictor.info
+    names = info.class_names
     splits = splits_of(data)
     folder = check_split(data) if set(splits) - {data.name} else data
-    images = load_folder(folder, names, predictor.info.image_size, description="Evaluating")
+    images = load_folder(folder, names, info.image_size, description="Evaluating", contrast=info.input.contrast)
     probabilities = np.concatenate(
         [predictor.predict_batch(images.images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]
     )
@@ -99,7 +100,7 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     }
     write_json(out / "metrics.json", record)
     _write_report(out / "report.md", model, folder, metrics, mistakes, [p.name for p in written])
-    card = write_model_card(model.with_name("MODEL_CARD.md"), predictor.info, metrics, folder)
+    card = write_model_card(model.with_name("MODEL_CARD.md"), info, metrics, folder)
     written += [out / "metrics.json", out / "report.md", card]
     return EvalResult(folder, metrics, mistakes, images.skipped, written)
 

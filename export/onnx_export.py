@@ -48,13 +48,14 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     size = int(config["image_size"])
     class_names = list(config["class_names"])
     data = Path(data or config["data"])
-    images = _parity_images(data, class_names, size)
+    contrast = config.get("contrast", "none")  # run records from before the option have none
+    images = _parity_images(data, class_names, size, contrast)
 
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
     info = ModelInfo(
         class_names=class_names,
-        input=InputSpec(height=size, width=size),
+        input=InputSpec(height=size, width=size, contrast=contrast),
         preprocessing={**PREPROCESSING, "in_graph": in_graph_preprocessing(_model_recipe(config))},
         recipe={k: v for k, v in config.items() if k not in ("data", "out", "class_names")},
         metrics={
@@ -114,8 +115,8 @@ def _load_keras(model_path: Path) -> keras.Model:
         raise ModelError(f"{model_path}: cannot load Keras model ({error})") from None
 
 
-def _parity_images(data: Path, class_names: list[str], size: int) -> np.ndarray:
+def _parity_images(data: Path, class_names: list[str], size: int, contrast: str) -> np.ndarray:
     try:
-        return load_folder(check_split(data), class_names, size, PARITY_IMAGES, "Parity images").images
+        return load_folder(check_split(data), class_names, size, PARITY_IMAGES, "Parity images", contrast).images
     except DatasetError as error:
         raise DatasetError(f"{error}; pass --data with images for the parity check") from None

@@ -43,9 +43,9 @@ class _Images(CalibrationDataReader):
 def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
     """Quantize ``fp32_path``; refuse (write nothing) if top-1 agreement on the test split is < 99%."""
     fp32 = Predictor(fp32_path, provider="cpu")
-    names, size = fp32.info.class_names, fp32.info.image_size
-    calibration = load_folder(data / "train", names, size, CALIBRATION_IMAGES, "Calibration images").images
-    test = load_folder(check_split(data), names, size, description="Agreement images").images
+    names, size, contrast = fp32.info.class_names, fp32.info.image_size, fp32.info.input.contrast
+    calibration = load_folder(data / "train", names, size, CALIBRATION_IMAGES, "Calibration images", contrast).images
+    test = load_folder(check_split(data), names, size, description="Agreement images", contrast=contrast).images
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"

@@ -64,6 +64,7 @@ def load_images(
     size: int,
     strict: bool = False,
     description: str = "Reading images",
+    contrast: str = "none",
 ) -> LabeledImages:
     """Decode every file; an unreadable one is skipped with a warning, or an error when ``strict``."""
     unknown = sorted(set(files) - set(class_names))
@@ -73,7 +74,7 @@ def load_images(
     images, labels, paths, skipped = [], [], [], []
     for path, label in progress(items, description):
         try:
-            images.append(load_image(path, size))
+            images.append(load_image(path, size, contrast))
         except InputFileError as error:
             if strict:
                 raise DatasetError(f"{error} (--strict)") from None
@@ -87,14 +88,20 @@ def load_images(
 
 
 def load_folder(
-    folder: Path, class_names: list[str], size: int, limit: int | None = None, description: str = "Reading images"
+    folder: Path,
+    class_names: list[str],
+    size: int,
+    limit: int | None = None,
+    description: str = "Reading images",
+    contrast: str = "none",
 ) -> LabeledImages:
     """A folder-per-class set, decoded: all of it, or about ``limit`` images with every class in.
 
     Raises DatasetError when nothing in it can be read.
     """
     files = class_folders(folder)
-    images = load_images(sample_files(files, limit) if limit else files, class_names, size, description=description)
+    chosen = sample_files(files, limit) if limit else files
+    images = load_images(chosen, class_names, size, description=description, contrast=contrast)
     if not len(images):
         raise DatasetError(f"{folder}: no readable images")
     return images

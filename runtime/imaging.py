@@ -26,6 +26,7 @@ PREPROCESSING = {
     "DICOM: modality and VOI LUT or window, MONOCHROME1 inverted, stretched to 0-255",
     "color": "RGB, grayscale replicated to 3 channels",
     "resize": "bilinear to the input size, aspect ratio not kept",
+    "contrast": "as the model's input.contrast says: none, or equalize (gray histogram equalized after resizing)",
     "pixels": "0-255 float32, NHWC",
 }
 
@@ -86,11 +87,21 @@ def _stretch_to_8bit(pixels: np.ndarray) -> Image.Image:
     return Image.fromarray(np.round(scaled).astype(np.uint8))
 
 
-def to_model_input(image: Image.Image, size: int) -> np.ndarray:
+# How the resized image's contrast is normalised. "equalize" spreads the gray levels evenly over 0-255,
+# so that an over- or under-exposed X-ray from another scanner looks like those the model learnt from.
+CONTRASTS = ("none", "equalize")
+
+
+def to_model_input(image: Image.Image, size: int, contrast: str = "none") -> np.ndarray:
     """Resize an RGB image to the model's square input: uint8 array of shape (size, size, 3)."""
-    return np.asarray(image.resize((size, size), RESAMPLING), dtype=np.uint8)
+    resized = image.resize((size, size), RESAMPLING)
+    if contrast == "equalize":
+        resized = ImageOps.equalize(resized.convert("L")).convert("RGB")
+    elif contrast != "none":
+        raise ValueError(f"contrast must be one of {CONTRASTS}, not {contrast!r}")
+    return np.asarray(resized, dtype=np.uint8)
 
 
-def load_image(path: str | Path, size: int) -> np.ndarray:
+def load_image(path: str | Path, size: int, contrast: str = "none") -> np.ndarray:
     """Read a file and make it model input; see read_rgb and to_model_input."""
-    return to_model_input(read_rgb(path, min_size=size), size)
+    return to_model_input(read_rgb(path, min_size=size), size, contrast)

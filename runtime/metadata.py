@@ -24,6 +24,7 @@ class InputSpec:
     dtype: str = "float32"
     layout: str = "NHWC"
     pixel_range: tuple[float, float] = (0.0, 255.0)
+    contrast: str = "none"  # imaging.CONTRASTS: what the runtime does to the resized image
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class Predictor:
     def predict_file(self, path: str | Path) -> Prediction:
         """Read one image file (raises InputFileError naming it) and classify it."""
         started = time.perf_counter()
-        pixels = load_image(path, self.info.image_size)
+        pixels = load_image(path, self.info.image_size, self.info.input.contrast)
         probabilities = self.predict_batch(pixels[np.newaxis])[0]
         names = self.info.class_names
         return Prediction(

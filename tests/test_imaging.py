@@ -93,3 +93,18 @@ def test_pixel_limit_refuses_before_decoding(tmp_path: Path) -> None:
     Image.new("1", (side, side)).save(path)
     with pytest.raises(InputFileError, match="over the limit"):
         read_rgb(path)
+
+
+def test_equalize_undoes_exposure_and_spreads_gray_levels(tmp_path: Path) -> None:
+    """The same X-ray, dim and flat or bright, is one model input once equalized."""
+    scene = np.random.default_rng(0).integers(0, 51, (32, 32))
+    dim, bright = tmp_path / "dim.png", tmp_path / "bright.png"
+    Image.fromarray((40 + scene).astype(np.uint8)).save(dim)  # gray levels 40-90
+    Image.fromarray((100 + 3 * scene).astype(np.uint8)).save(bright)  # the same levels, 100-250
+    plain = load_image(dim, 32)
+    assert plain.max() < 100
+    equalized = load_image(dim, 32, contrast="equalize")
+    assert equalized.min() < 10 and equalized.max() == 255
+    np.testing.assert_array_equal(equalized, load_image(bright, 32, contrast="equalize"))
+    with pytest.raises(ValueError, match="contrast"):
+        load_image(dim, 32, contrast="clahe")

@@ -89,3 +89,35 @@ def test_unknown_choice_is_a_usage_error(dataset: Path, tmp_path: Path) -> None:
 
     result = CliRunner().invoke(app, ["--data", str(dataset), "--out", str(tmp_path / "o"), "--preprocess", "zscore"])
     assert result.exit_code == 2 and not (tmp_path / "o").exists()
+
+
+def test_equalized_model_equalizes_in_the_runtime_too(dataset: Path, tmp_path: Path) -> None:
+    """--contrast equalize is recorded in the model file, so the predictor does what training did."""
+    import keras
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cxr.export.onnx_export import export_onnx
+    from cxr.runtime.imaging import load_image
+    from cxr.runtime.predictor import Predictor
+    from cxr.train.cli import app
+
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+    result = CliRunner().invoke(app, ["--data", str(dataset), "--out", str(tmp_path), "--contrast", "equalize", *options])
+    assert result.exit_code == 0, result.output
+    exported = export_onnx(tmp_path / "model.keras", tmp_path / "model.onnx")
+    predictor = Predictor(exported.path)
+    assert predictor.info.input.contrast == "equalize" and exported.max_abs_diff <= 1e-4
+
+    # A dim, flat copy of a test image: equalizing it or not makes a visibly different input.
+    source = next((dataset / "test" / "Normal").glob("*.png"))
+    dim = tmp_path / "dim.png"
+    Image.fromarray((np.asarray(Image.open(source).convert("L")) * 0.2).astype(np.uint8)).save(dim)
+    model = keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    expected, unequalized = (
+        model.predict(load_image(dim, 32, contrast)[np.newaxis].astype(np.float32), verbose=0)[0]
+        for contrast in ("equalize", "none")
+    )
+    got = np.array(list(predictor.predict_file(dim).probabilities.values()))
+    assert np.max(np.abs(got - expected)) <= 1e-4
+    assert np.max(np.abs(got - unequalized)) > 1e-3

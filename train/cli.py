@@ -20,6 +20,11 @@ class Preprocess(str, Enum):
     vgg = "vgg"
 
 
+class Contrast(str, Enum):
+    none = "none"
+    equalize = "equalize"
+
+
 class Head(str, Enum):
     flatten = "flatten"
     gap = "gap"
@@ -44,6 +49,7 @@ def main(
     seed: int = typer.Option(0, help="Makes the split, initialisation and shuffling repeatable."),
     strict: bool = typer.Option(False, help="Treat an unreadable image as an error instead of skipping it."),
     fast_path: bool = typer.Option(True, help="Run the frozen layers once per image, not once per epoch (same result, faster)."),
+    contrast: Contrast = typer.Option(Contrast.none, help="Equalize each image's gray histogram (training and runtime alike)."),
     preprocess: Preprocess = typer.Option(Preprocess.scale, help="In-graph input normalisation: scale (/255) or vgg (ImageNet means)."),
     head: Head = typer.Option(Head.flatten, help="Classifier head: flatten or gap (global average pooling)."),
     dropout: float = typer.Option(0.0, min=0.0, max=0.9, help="Dropout before the softmax layer."),
@@ -69,7 +75,8 @@ def main(
             TrainConfig(
                 data=data, out=out, weights=weights, epochs=epochs, batch_size=batch_size,
                 learning_rate=learning_rate, image_size=image_size, val_split=val_split,
-                seed=seed, strict=strict, fast_path=fast_path, preprocess=preprocess.value,
+                seed=seed, strict=strict, fast_path=fast_path, contrast=contrast.value,
+                preprocess=preprocess.value,
                 head=head.value, dropout=dropout, augment=augment, label_smoothing=label_smoothing,
                 class_weights=class_weights, early_stopping=early_stopping, fine_tune=fine_tune,
                 fine_tune_epochs=fine_tune_epochs, fine_tune_learning_rate=fine_tune_learning_rate,

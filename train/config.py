@@ -33,6 +33,7 @@ class TrainConfig:
     # Run the frozen front of the model once per image and fit only what trains behind it (exact
     # while nothing augments the images); False runs plain model.fit on images, for comparison.
     fast_path: bool = True
+    contrast: str = "none"  # none | equalize: done to each resized image, in training and at runtime
     preprocess: str = "scale"  # scale | vgg
     head: str = "flatten"  # flatten | gap
     dropout: float = 0.0

@@ -119,9 +119,9 @@ def _read_splits(
     test_files: dict[str, list[Path]],
 ) -> tuple[dict[str, LabeledImages], list[str]]:
     """Decoded train, validation (stratified from train) and test splits, and the skipped files."""
-    size, strict = config.image_size, config.strict
-    train_all = load_images(train_files, class_names, size, strict, "Reading train")
-    test = load_images(test_files, class_names, size, strict, "Reading test") if test_files else None
+    size, strict, contrast = config.image_size, config.strict, config.contrast
+    train_all = load_images(train_files, class_names, size, strict, "Reading train", contrast)
+    test = load_images(test_files, class_names, size, strict, "Reading test", contrast) if test_files else None
     for name, count in class_counts(train_all.labels, class_names).items():
         if count < 2:
             raise DatasetError(f"class {name!r} has {count} readable train images; it needs at least 2")
