@@ -20,8 +20,9 @@ import typer
 os.environ.setdefault("CXR_QUIET", "1")
 
 # Each candidate changes the reference recipe (pixels / 255, flatten head, Adam 1e-3, 8 epochs, no
-# fine-tuning) by the options named. Fine-tuning: 8 more epochs at 1e-5 with the last blocks unfrozen.
-REFERENCE = dict(fine_tune=0)
+# fine-tuning) by the options named. Fine-tuning: 8 more epochs at 1e-5 with the last blocks unfrozen,
+# unless the name says otherwise (the default recipe is "fine-tune 1 block, 16 epochs").
+REFERENCE = dict(fine_tune=0, fine_tune_epochs=8)
 CANDIDATES: dict[str, dict] = {
     "reference": {},
     "vgg-norm": dict(preprocess="vgg"),

@@ -58,7 +58,7 @@ def main(
     class_weights: bool = typer.Option(False, help="Weight the loss so every class counts equally."),
     early_stopping: int = typer.Option(0, min=0, help="Stop after N epochs without a better validation loss; keep the best."),
     fine_tune: int = typer.Option(1, min=0, max=5, help="Then unfreeze the last N VGG16 blocks and train on (0: the reference recipe)."),
-    fine_tune_epochs: int = typer.Option(8, min=1),
+    fine_tune_epochs: int = typer.Option(16, min=1),
     fine_tune_learning_rate: float = typer.Option(1e-5, min=0.0),
 ) -> None:
     """Train the transfer model and write model.keras, metrics, history and curves to --out."""

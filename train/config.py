@@ -43,7 +43,7 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs on validation loss, best weights restored; 0: off
     # After the head, unfreeze the last N VGG16 blocks and train on; 0 is the reference recipe.
     fine_tune: int = 1
-    fine_tune_epochs: int = 8
+    fine_tune_epochs: int = 16
     fine_tune_learning_rate: float = 1e-5
 
     @property

@@ -53,6 +53,7 @@ class TrainResult:
     splits: dict[str, SplitMetrics]  # "train", "val", and "test" when the data has one
     skipped: list[str]
     seconds: dict[str, float]
+    validation_files: list[str]  # held out of training, so other tools can check on the same images
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -107,6 +108,7 @@ def train(config: TrainConfig) -> TrainResult:
         splits=metrics,
         skipped=skipped,
         seconds=seconds,
+        validation_files=[str(path) for path in splits["val"].paths] if "val" in splits else [],
     )
     _write_run_record(config, net.model, result, history)
     return result
@@ -258,6 +260,7 @@ def _write_run_record(
         "class_names": result.class_names,
         "splits": {name: asdict(m) for name, m in result.splits.items()},
         "skipped": result.skipped,
+        "validation_files": result.validation_files,
         "seconds": result.seconds,
         "versions": _versions(),
     }
