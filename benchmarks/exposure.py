@@ -24,9 +24,9 @@ from PIL import Image
 os.environ.setdefault("CXR_QUIET", "1")
 
 RECIPES: dict[str, dict] = {
-    "reference": dict(fine_tune=0),
-    "default": {},
-    "default + equalize": dict(contrast="equalize"),
+    "reference": dict(fine_tune=0, contrast="none"),
+    "fine-tune 1 block, 16 epochs": dict(contrast="none"),
+    "the same + equalize (default)": {},
 }
 
 # Gray-level curves x -> y on 0-255, clipped back to 0-255.

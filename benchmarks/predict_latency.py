@@ -26,7 +26,7 @@ import sys
 import keras, numpy as np
 from cxr.runtime.imaging import load_image
 model = keras.saving.load_model(sys.argv[1], safe_mode=True)
-x = load_image(sys.argv[2], model.input_shape[1])[np.newaxis].astype(np.float32)
+x = load_image(sys.argv[2], model.input_shape[1], sys.argv[3])[np.newaxis].astype(np.float32)
 print(model.predict(x, verbose=0)[0])
 """
 
@@ -44,9 +44,13 @@ def main(
 
     files = sorted(p for p in images.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
     keras_model = keras.saving.load_model(artifacts / "model.keras", safe_mode=True)
-    size = keras_model.input_shape[1]
     fp32 = Predictor(artifacts / "model.onnx", provider="cpu")
     int8 = Predictor(artifacts / "model.int8.onnx", provider="cpu")
+    size, contrast = fp32.info.image_size, fp32.info.input.contrast
+
+    def load(path: Path) -> np.ndarray:
+        return load_image(path, size, contrast)
+
     runners = {
         # predict_on_batch is Keras' fastest call; predict() is what most scripts write (it builds
         # a data pipeline on every call). Ratios are against the fastest.
@@ -58,14 +62,14 @@ def main(
 
     latency: dict[str, list[float]] = {}
     throughput: dict[str, float] = {}
-    batch = np.stack([load_image(p, size) for p in (files * 2)[:32]])
+    batch = np.stack([load(p) for p in (files * 2)[:32]])
     for name, run in runners.items():
         for path in files[:3]:  # warm-up: graph compilation, allocator, caches
-            run(load_image(path, size)[np.newaxis])
+            run(load(path)[np.newaxis])
         times = []
         for path in files:
             started = time.perf_counter()
-            run(load_image(path, size)[np.newaxis])
+            run(load(path)[np.newaxis])
             times.append(time.perf_counter() - started)
         latency[name] = times
         rates = []
@@ -90,7 +94,7 @@ def main(
 
     one = str(files[0])
     commands = {
-        "Keras script (load model, predict one image)": [sys.executable, "-c", KERAS_SCRIPT, str(artifacts / "model.keras"), one],
+        "Keras script (load model, predict one image)": [sys.executable, "-c", KERAS_SCRIPT, str(artifacts / "model.keras"), one, contrast],
         "cxr-predict one.png (FP32)": ["cxr-predict", one, "--model", str(artifacts / "model.onnx")],
         "cxr-predict one.png (INT8)": ["cxr-predict", one, "--model", str(artifacts / "model.int8.onnx")],
     }

@@ -21,8 +21,8 @@ os.environ.setdefault("CXR_QUIET", "1")
 
 # Each candidate changes the reference recipe (pixels / 255, flatten head, Adam 1e-3, 8 epochs, no
 # fine-tuning) by the options named. Fine-tuning: 8 more epochs at 1e-5 with the last blocks unfrozen,
-# unless the name says otherwise (the default recipe is "fine-tune 1 block, 16 epochs").
-REFERENCE = dict(fine_tune=0, fine_tune_epochs=8)
+# unless the name says otherwise (the default recipe is "fine-tune 1 block + equalize, 16 epochs").
+BASE = dict(fine_tune_epochs=8)
 CANDIDATES: dict[str, dict] = {
     "reference": {},
     "vgg-norm": dict(preprocess="vgg"),
@@ -58,7 +58,7 @@ def main(
     seeds: int = typer.Option(5),
     only: list[str] = typer.Option([], help="Run only the candidate of this name (repeatable)."),
 ) -> None:
-    from cxr.train.config import TrainConfig
+    from cxr.train.config import REFERENCE_RECIPE, TrainConfig
     from cxr.train.trainer import train
 
     unknown = set(only) - set(CANDIDATES)
@@ -72,7 +72,7 @@ def main(
         for seed in range(seeds):
             with tempfile.TemporaryDirectory() as out:
                 config = TrainConfig(
-                    data=data, out=Path(out), weights=weights, seed=seed, **{**REFERENCE, **options}
+                    data=data, out=Path(out), weights=weights, seed=seed, **{**REFERENCE_RECIPE, **BASE, **options}
                 )
                 runs.append(train(config))
             s = runs[-1].splits

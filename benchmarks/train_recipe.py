@@ -18,7 +18,6 @@ import typer
 os.environ.setdefault("CXR_QUIET", "1")
 
 REFERENCE_TEST_ACCURACY = 0.954
-REFERENCE = dict(fine_tune=0)  # the report's recipe: the defaults without fine-tuning
 
 
 def main(
@@ -27,12 +26,13 @@ def main(
     seeds: int = typer.Option(5, help="Seeds 0..N-1 for the fast path."),
     plain_runs: int = typer.Option(2, help="Plain model.fit runs (seeds 0..N-1), for the timing ratio."),
 ) -> None:
-    from cxr.train.config import TrainConfig
+    from cxr.train.config import REFERENCE_RECIPE, TrainConfig
     from cxr.train.trainer import train
 
     def run(seed: int, fast_path: bool):
         with tempfile.TemporaryDirectory() as out:
-            return train(TrainConfig(data=data, out=Path(out), weights=weights, seed=seed, fast_path=fast_path))
+            config = TrainConfig(data=data, out=Path(out), weights=weights, seed=seed, fast_path=fast_path, **REFERENCE_RECIPE)
+            return train(config)
 
     fast = [run(seed, True) for seed in range(seeds)]
     plain = [run(seed, False) for seed in range(plain_runs)]

@@ -9,7 +9,7 @@ from PIL import Image
 
 from cxr.runtime.dataset import class_folders, sample_files
 from cxr.runtime.errors import CxrError
-from cxr.runtime.imaging import read_rgb
+from cxr.runtime.imaging import load_image
 from cxr.runtime.metadata import ModelInfo
 from cxr.runtime.predictor import Predictor
 
@@ -34,8 +34,10 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
             raise gr.Error(str(error).replace(str(path), Path(path).name)) from None
 
     def preview(path: str | None) -> Image.Image | None:
+        # The model's own input: resized and, when its recipe says so, contrast-equalized.
+        info = predictor.info
         try:
-            return read_rgb(path) if path else None
+            return Image.fromarray(load_image(path, info.image_size, info.input.contrast)) if path else None
         except CxrError:
             return None  # predict() reports the error
 

@@ -37,7 +37,7 @@ def write_model_card(target: Path, info: ModelInfo, metrics: Metrics, data: Path
         "",
         "## Model",
         f"- Classes (output order): {', '.join(names)}",
-        f"- Input: {info.input.height}x{info.input.width} RGB, 0-255 pixels; "
+        f"- Input: {info.input.height}x{info.input.width} RGB, 0-255 pixels; contrast: {info.input.contrast}; "
         f"graph: {info.preprocessing.get('in_graph', 'n/a')}",
         f"- Quantization: {info.quantization}",
         f"- Created: {info.created}; versions: "

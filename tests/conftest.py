@@ -17,9 +17,10 @@ SHARED = Path(os.environ.get("CXR_SHARED", ROOT.parent / "shared"))
 REAL_DATA = SHARED / "data" / "Covid19-dataset"
 WEIGHTS_TOOL = SHARED / "tools" / "vgg16-imagenet-weights"
 
-# The fast recipe: the reference (no fine-tuning) on random VGG16 weights, whose tiny features need
-# a large step size.
-FAST = dict(weights="none", image_size=32, epochs=10, learning_rate=1.0, seed=0, fine_tune=0)
+# The fast recipe: the reference recipe on random VGG16 weights, whose tiny features need a large step
+# size. (Equalizing the synthetic two-level patterns would spread their noise over all 256 levels; the
+# default recipe, equalization included, is tested on the real data in test_real.py.)
+FAST = dict(weights="none", image_size=32, epochs=10, learning_rate=1.0, seed=0, fine_tune=0, contrast="none")
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,8 @@ def test_predictions_match_keras(predictor: Predictor, trained, test_images: lis
     model = keras.saving.load_model(trained.model_path, safe_mode=True)
     for path in test_images[:6]:
         result = predictor.predict_file(path)
-        expected = model.predict(load_image(path, 32)[np.newaxis].astype(np.float32), verbose=0)[0]
+        pixels = load_image(path, 32, predictor.info.input.contrast)
+        expected = model.predict(pixels[np.newaxis].astype(np.float32), verbose=0)[0]
         got = np.array([result.probabilities[n] for n in trained.class_names])
         assert np.max(np.abs(got - expected)) <= 1e-4
         assert result.label == trained.class_names[int(np.argmax(expected))]

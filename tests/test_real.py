@@ -36,3 +36,12 @@ def test_real_export_parity(real_run) -> None:
     result = export_onnx(real_run.model_path, real_run.model_path.with_suffix(".onnx"))
     assert result.max_abs_diff <= 1e-4
     assert result.parity_images >= 12
+    # The runtime reads the contrast step from the model file and so sees what training saw: file by
+    # file, it reproduces the trainer's test accuracy.
+    from cxr.runtime.predictor import Predictor
+
+    predictor = Predictor(result.path)
+    assert predictor.info.input.contrast == "equalize"
+    test_files = sorted((REAL_DATA / "test").rglob("*.*"))
+    right = [predictor.predict_file(path).label == path.parent.name for path in test_files]
+    assert sum(right) / len(right) == pytest.approx(real_run.splits["test"].accuracy)

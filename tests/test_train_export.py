@@ -56,7 +56,8 @@ def test_saved_model_loads_in_safe_mode_and_takes_0_255_pixels(trained, dataset:
 
     model = keras.saving.load_model(trained.model_path, safe_mode=True)
     files = class_folders(dataset / "test")
-    test = load_images(files, trained.class_names, 32)
+    contrast = json.loads((trained.model_path.parent / "config.json").read_text())["contrast"]
+    test = load_images(files, trained.class_names, 32, contrast=contrast)
     predicted = model.predict(test.images.astype(np.float32), verbose=0).argmax(axis=1)
     assert np.mean(predicted == test.labels) == pytest.approx(trained.splits["test"].accuracy)
 
