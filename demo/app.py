@@ -73,7 +73,7 @@ def model_card_brief(info: ModelInfo) -> str:
         [
             "### Model",
             f"- Classes: {', '.join(info.class_names)}",
-            f"- Trained on {trained_on} images ({info.input.height}x{info.input.width} input)",
+            f"- Trained on {trained_on} images ({info.input.height}x{info.input.width} input, contrast: {info.input.contrast})",
             f"- Test accuracy: {test_line}",
             f"- Version: cxr {info.versions.get('cxr', '?')}, created {info.created}",
             f"- Quantization: {info.quantization}",
