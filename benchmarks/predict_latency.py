@@ -3,8 +3,9 @@
     python benchmarks/predict_latency.py --artifacts artifacts --images ../shared/data/Covid19-dataset/test
 
 Measures, in one run: single-image latency end to end (decode + resize + model call; p50 and p95),
-batch throughput (model call on 32 preloaded images), and the whole-process time of `cxr-predict
-one.png` against a script that does the same with Keras. Prints Markdown tables with ratios.
+batch throughput (model call on 32 preloaded images), preprocessing alone with each contrast step,
+and the whole-process time of `cxr-predict one.png` against a script that does the same with Keras.
+Prints Markdown tables with ratios.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main(
 ) -> None:
     import keras
 
-    from cxr.runtime.imaging import load_image
+    from cxr.runtime.imaging import CONTRASTS, load_image
     from cxr.runtime.predictor import Predictor
 
     files = sorted(p for p in images.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
@@ -91,6 +92,20 @@ def main(
             f"| {name} | {p50 * 1e3:.0f} | {p95 * 1e3:.0f} | {base_p50 / p50:.1f}x | "
             f"{throughput[name]:.1f} | {throughput[name] / base_rate:.1f}x |"
         )
+
+    # The part of the end-to-end time spent before the model call, for each contrast step.
+    print(f"\nPreprocessing alone (decode + resize + contrast step), {files[0].suffix} files, 5 passes:\n")
+    print("| contrast step | p50 ms |")
+    print("|---|---|")
+    for step in CONTRASTS:
+        times = []
+        for _ in range(5):
+            for path in files:
+                started = time.perf_counter()
+                load_image(path, size, step)
+                times.append(time.perf_counter() - started)
+        mark = " (this model's)" if step == contrast else ""
+        print(f"| {step}{mark} | {statistics.median(times) * 1e3:.2f} |")
 
     one = str(files[0])
     commands = {
