@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import ModelError
+from .imaging import CONTRASTS
 
 FORMAT = "cxr-model/1"
 _PREFIX = "cxr."
@@ -54,9 +55,13 @@ class ModelInfo:
         try:
             values = {f.name: json.loads(props[_PREFIX + f.name]) for f in fields(cls)}
             values["input"] = InputSpec(**{**values["input"], "pixel_range": tuple(values["input"]["pixel_range"])})
-            return cls(**values)
+            info = cls(**values)
         except (KeyError, TypeError, ValueError) as error:
             raise ModelError(f"{source}: damaged cxr metadata ({error})") from None
+        # Refused here, not at the first image: a step this runtime cannot do would skew every input.
+        if info.input.contrast not in CONTRASTS:
+            raise ModelError(f"{source}: unknown contrast step {info.input.contrast!r} (this cxr knows {CONTRASTS})")
+        return info
 
     @property
     def image_size(self) -> int:

@@ -90,11 +90,15 @@ def test_export_carries_the_contract_and_matches_keras(exported, trained) -> Non
     assert info.created.endswith("Z")
 
 
-def test_foreign_onnx_metadata_is_refused() -> None:
+def test_foreign_onnx_metadata_is_refused(exported) -> None:
     from cxr.runtime.errors import ModelError
 
     with pytest.raises(ModelError, match="not a cxr model"):
         ModelInfo.from_metadata({"producer": "someone else"})
+    props = {p.key: p.value for p in onnx.load(exported.path, load_external_data=False).metadata_props}
+    props["cxr.input"] = json.dumps({**json.loads(props["cxr.input"]), "contrast": "clahe"})
+    with pytest.raises(ModelError, match="unknown contrast step 'clahe'"):
+        ModelInfo.from_metadata(props)
 
 
 def test_export_cli_prints_parity(trained, tmp_path: Path) -> None:
