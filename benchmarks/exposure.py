@@ -23,8 +23,10 @@ from PIL import Image
 
 os.environ.setdefault("CXR_QUIET", "1")
 
+from cxr.train.config import REFERENCE_RECIPE  # noqa: E402  (imports no Keras)
+
 RECIPES: dict[str, dict] = {
-    "reference": dict(fine_tune=0, contrast="none"),
+    "reference": REFERENCE_RECIPE,
     "fine-tune 1 block, 16 epochs": dict(contrast="none"),
     "the same + equalize (default)": {},
 }
@@ -51,7 +53,7 @@ def main(
 ) -> None:
     import keras
 
-    from cxr.runtime.dataset import class_folders
+    from cxr.core.datasets import class_folders
     from cxr.runtime.imaging import read_rgb, to_model_input
     from cxr.train.config import TrainConfig
     from cxr.train.trainer import train

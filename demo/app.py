@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
-from PIL import Image
+import numpy as np
 
-from cxr.runtime.dataset import class_folders, sample_files
-from cxr.runtime.errors import CxrError
-from cxr.runtime.imaging import load_image
+from cxr.core.datasets import class_folders, sample_files
+from cxr.core.errors import CxrError
 from cxr.runtime.metadata import ModelInfo
 from cxr.runtime.predictor import Predictor
 
@@ -24,22 +23,17 @@ EXAMPLES_PER_CLASS = 2
 def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Blocks:
     """The Blocks app; its ``predict`` endpoint is also the API (``api_name="predict"``)."""
 
-    def predict(path: str | None) -> dict[str, float] | None:
+    def predict(path: str | None) -> tuple[dict[str, float] | None, np.ndarray | None]:
+        """The upload's probabilities, and the model input they came from (decoded once)."""
         if path is None:  # the upload was cleared
-            return None
+            return None, None
         try:
-            return predictor.predict_file(path).probabilities
-        except CxrError as error:
             # Name the file as the user knows it, not by Gradio's temporary path.
-            raise gr.Error(str(error).replace(str(path), Path(path).name)) from None
-
-    def preview(path: str | None) -> Image.Image | None:
-        # The model's own input: resized and, when its recipe says so, contrast-equalized.
-        info = predictor.info
-        try:
-            return Image.fromarray(load_image(path, info.image_size, info.input.contrast)) if path else None
-        except CxrError:
-            return None  # predict() reports the error
+            pixels = predictor.prepare(path, name=Path(path).name)
+        except CxrError as error:
+            raise gr.Error(str(error)) from None
+        probabilities = predictor.predict_batch(pixels[np.newaxis])[0]
+        return dict(zip(predictor.info.class_names, map(float, probabilities))), pixels
 
     with gr.Blocks(title="cxr: chest X-ray classifier") as app:
         gr.Markdown("# cxr: chest X-ray classifier")
@@ -52,14 +46,17 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
                     type="filepath",
                     elem_id="xray-upload",
                 )
-                image = gr.Image(label="As the model reads it", type="pil", interactive=False, height=320)
+                # The model's own input: resized and, when its recipe says so, contrast-equalized.
+                image = gr.Image(label="As the model reads it", type="numpy", interactive=False, height=320)
             with gr.Column():
                 label = gr.Label(label="Prediction", num_top_classes=len(predictor.info.class_names), elem_id="prediction")
                 gr.Markdown(model_card_brief(predictor.info))
         if examples:
             gr.Examples(examples=[[str(p)] for p in examples], inputs=upload, label="Examples")
-        upload.change(predict, inputs=upload, outputs=label, api_name="predict")
-        upload.change(preview, inputs=upload, outputs=image, api_visibility="private")
+        model_input = gr.State()  # kept out of the API: callers get the label alone
+        upload.change(predict, inputs=upload, outputs=[label, model_input], api_name="predict").then(
+            lambda pixels: pixels, inputs=model_input, outputs=image, api_visibility="private"
+        )
     return app
 
 

@@ -7,16 +7,17 @@ import io
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cxr.runtime.errors import CxrError, DatasetError, MissingDependencyError, cli_errors
+from cxr.core.cli import VersionOption, boundary, extra_imports, new_app
+from cxr.core.errors import CxrError, DatasetError
 
 if TYPE_CHECKING:
     import gradio as gr
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = new_app(__doc__)
 
 DEFAULT_PORT = 7860
 PORT_TRIES = 100
@@ -53,13 +54,9 @@ def serve(
     block: bool = True,
 ) -> Served:
     """Start the app; with ``block=False`` return once it serves (tests, notebooks)."""
-    try:
-        import gradio  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError("cxr-demo needs the demo extra: pip install 'cxr[demo]'") from None
+    with extra_imports("cxr-demo", "demo"):
+        from .app import build_app, example_files
     from cxr.runtime.predictor import Predictor
-
-    from .app import build_app, example_files
 
     predictor = Predictor(model)  # one onnxruntime session serves every request
     if examples is not None and not examples.is_dir():
@@ -101,21 +98,21 @@ def _report(served: Served) -> None:
 
 @app.command()
 def main(
-    model: Path = typer.Option(Path("artifacts/model.onnx"), envvar="CXR_MODEL", help="Model from cxr-export."),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
-    port: int = typer.Option(0, min=0, max=65535, help=f"Port (0: {DEFAULT_PORT} or the next free one)."),
-    share: bool = typer.Option(False, "--share", help="Also ask Gradio for a public *.gradio.live link."),
-    auth: str | None = typer.Option(None, help="USER:PASS required to open the page."),
-    max_file_size: int = typer.Option(20, min=1, help="Largest upload in MB."),
-    examples: Path | None = typer.Option(None, help="Folder-per-class set to take a few examples from."),
+    model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="Model from cxr-export.")] = Path("artifacts/model.onnx"),
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help=f"Port (0: {DEFAULT_PORT} or the next free one).")] = 0,
+    share: Annotated[bool, typer.Option("--share", help="Also ask Gradio for a public *.gradio.live link.")] = False,
+    auth: Annotated[str | None, typer.Option(metavar="USER:PASS", help="Credentials required to open the page.", show_default=False)] = None,
+    max_file_size: Annotated[int, typer.Option(min=1, help="Largest upload in MB.")] = 20,
+    examples: Annotated[Path | None, typer.Option(help="Folder-per-class set to take a few examples from.", show_default=False)] = None,
+    version: VersionOption = False,
 ) -> None:
     """Serve the demo until interrupted."""
-    credentials = None
-    if auth is not None:
-        user, sep, password = auth.partition(":")
-        if not sep or not user or not password:
-            typer.echo("error: --auth must be USER:PASS", err=True)
-            raise typer.Exit(2)
-        credentials = (user, password)
-    with cli_errors():
+    with boundary():
+        credentials = None
+        if auth is not None:
+            user, sep, password = auth.partition(":")
+            if not sep or not user or not password:
+                raise CxrError("--auth must be USER:PASS")
+            credentials = (user, password)
         serve(model, host, port or None, share, credentials, max_file_size, examples)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxr.runtime.files import atomic_path
+from cxr.core.files import write_text
 from cxr.runtime.metadata import ModelInfo
 
 from .metrics import Metrics
@@ -72,6 +72,5 @@ def write_model_card(target: Path, info: ModelInfo, metrics: Metrics, data: Path
         *[f"- {text}" for text in LIMITATIONS],
         "",
     ]
-    with atomic_path(target) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
+    write_text(target, "\n".join(lines))
     return target

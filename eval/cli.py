@@ -3,32 +3,30 @@
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from cxr.runtime.errors import MissingDependencyError, cli_errors
+from cxr.core.cli import VersionOption, boundary, extra_imports, new_app
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = new_app(__doc__)
 
 
 @app.command()
 def main(
-    data: Path = typer.Option(..., help="A folder-per-class set, or a root with train/ and test/ (its test split is evaluated)."),
-    model: Path = typer.Option(Path("artifacts/model.onnx"), envvar="CXR_MODEL", help="FP32 or INT8 model from cxr-export."),
-    out: Path = typer.Option(Path("reports"), help="Where metrics.json, report.md and the figures go."),
-    eda: bool = typer.Option(False, "--eda", help="Only draw the data set's own figure; no model needed."),
-    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON on stdout."),
+    data: Annotated[Path, typer.Option(help="A folder-per-class set, or a root with train/ and test/ (its test split is evaluated).", show_default=False)],
+    model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="FP32 or INT8 model from cxr-export.")] = Path("artifacts/model.onnx"),
+    out: Annotated[Path, typer.Option(help="Where metrics.json, report.md and the figures go.")] = Path("reports"),
+    eda: Annotated[bool, typer.Option("--eda", help="Only draw the data set's own figure; no model needed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
+    version: VersionOption = False,
 ) -> None:
     """Evaluate the model on DATA; the model card goes beside the model."""
-    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    with cli_errors():
-        try:
+    with boundary():
+        with extra_imports("cxr-eval", "eval"):
             from .report import describe_dataset, evaluate
-        except ImportError as error:
-            raise MissingDependencyError(f"cxr-eval needs the eval extra: pip install 'cxr[eval]' ({error})") from None
         if eda:
             typer.echo(f"wrote {describe_dataset(data, out)}")
             return

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,18 +11,20 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.runtime.dataset import check_split, class_folders, load_folder
-from cxr.runtime.errors import CxrError, DatasetError
-from cxr.runtime.files import atomic_path, write_json
+from cxr.core.datasets import check_split, class_folders, labelled_files
+from cxr.core.errors import CxrError, DatasetError
+from cxr.core.figures import Mistake, SplitSummary, plot_confusion, plot_dataset, plot_gallery
+from cxr.core.files import atomic_path, write_json, write_text
+from cxr.core.progress import progress
 from cxr.runtime.imaging import read_rgb
-from cxr.runtime.predictor import Predictor
+from cxr.runtime.predictor import Failure, Predictor
 
 from .card import write_model_card
-from .figures import Mistake, SplitSummary, plot_confusion, plot_curves, plot_dataset, plot_gallery
 from .metrics import Metrics, compute_metrics
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
-_BATCH = 16
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -69,22 +72,27 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     names = info.class_names
     splits = splits_of(data)
     folder = check_split(data) if set(splits) - {data.name} else data
-    images = load_folder(folder, names, info.image_size, description="Evaluating", contrast=info.input.contrast)
-    probabilities = np.concatenate(
-        [predictor.predict_batch(images.images[i : i + _BATCH]) for i in range(0, len(images), _BATCH)]
-    )
-    metrics = compute_metrics(images.labels, probabilities, names)
-    predicted = probabilities.argmax(axis=1)
+    items = labelled_files(class_folders(folder), names)
+    label_of = {str(path): label for path, label in items}
+    outcomes = list(progress(predictor.predict_files(p for p, _ in items), "Evaluating", total=len(items)))
+    skipped = [o.error for o in outcomes if isinstance(o, Failure)]
+    for error in skipped:
+        log.warning("skipped %s", error)
+    predictions = [o for o in outcomes if not isinstance(o, Failure)]
+    if not predictions:
+        raise DatasetError(f"{folder}: no readable images")
+    labels = np.array([label_of[p.file] for p in predictions])
+    probabilities = np.array([[p.probabilities[n] for n in names] for p in predictions])
+    metrics = compute_metrics(labels, probabilities, names)
     mistakes = [
-        Mistake(str(path), names[t], names[p], dict(zip(names, map(float, row))))
-        for path, t, p, row in zip(images.paths, images.labels, predicted, probabilities)
-        if t != p
+        Mistake(p.file, names[t], p.label, p.probabilities) for p, t in zip(predictions, labels) if p.label != names[t]
     ]
 
     written = [describe_dataset(data, out)]
-    history = model.parent / "history.json"
-    if history.is_file():
-        plot_curves(json.loads(history.read_text()), out / "curves.png")
+    curves = model.parent / "curves.png"  # drawn by cxr-train from its history; copied, not redrawn
+    if curves.is_file():
+        with atomic_path(out / "curves.png") as tmp:
+            shutil.copyfile(curves, tmp)
         written.append(out / "curves.png")
     plot_confusion(metrics.confusion, names, out / "confusion.png")
     plot_gallery(mistakes, out / "misclassified.png")
@@ -95,14 +103,14 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
         "data": str(folder),
         "metrics": asdict(metrics),
         "misclassified": [asdict(m) for m in mistakes],
-        "skipped": images.skipped,
+        "skipped": skipped,
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out / "metrics.json", record)
     _write_report(out / "report.md", model, folder, metrics, mistakes, [p.name for p in written])
     card = write_model_card(model.with_name("MODEL_CARD.md"), info, metrics, folder)
     written += [out / "metrics.json", out / "report.md", card]
-    return EvalResult(folder, metrics, mistakes, images.skipped, written)
+    return EvalResult(folder, metrics, mistakes, skipped, written)
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:
@@ -142,5 +150,4 @@ def _write_report(
         lines += [f"| `{m.file}` | {m.true} | {m.predicted} | {m.probability:.3f} |" for m in mistakes]
     else:
         lines.append("None.")
-    with atomic_path(target) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text(target, "\n".join(lines) + "\n")

@@ -2,41 +2,33 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from cxr.runtime.errors import MissingDependencyError, cli_errors
+from cxr.core.cli import VersionOption, boundary, extra_imports, new_app
+from cxr.core.errors import CxrError
 
-app = typer.Typer(add_completion=False, help=__doc__)
+app = new_app(__doc__)
 
 
 @app.command()
 def main(
-    onnx: bool = typer.Option(False, "--onnx", help="Export to ONNX (the one format so far)."),
-    model: Path = typer.Option(Path("artifacts/model.keras"), help="Model written by cxr-train."),
-    out: Path = typer.Option(Path("artifacts/model.onnx"), help="Where the ONNX file goes."),
-    int8: bool = typer.Option(
-        False, "--int8", help="Also write model.int8.onnx (static INT8, calibrated on train images)."
-    ),
-    data: Path | None = typer.Option(
-        None, help="Data root for the parity check (default: the one the model was trained on)."
-    ),
+    onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the one format so far).")] = False,
+    model: Annotated[Path, typer.Option(help="Model written by cxr-train.")] = Path("artifacts/model.keras"),
+    out: Annotated[Path, typer.Option(help="Where the ONNX file goes.")] = Path("artifacts/model.onnx"),
+    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (static INT8, calibrated on train images).")] = False,
+    data: Annotated[Path | None, typer.Option(help="Data root for the parity check (default: the one the model was trained on).", show_default=False)] = None,
+    version: VersionOption = False,
 ) -> None:
     """Export the model, then check onnxruntime against Keras on real images."""
-    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)
-    if not onnx:
-        typer.echo("error: nothing to export; pass --onnx", err=True)
-        raise typer.Exit(2)
-    with cli_errors():
-        try:
+    with boundary():
+        if not onnx:
+            raise CxrError("nothing to export; pass --onnx")
+        with extra_imports("cxr-export", "train"):
             from .onnx_export import export_onnx
             from .quantize import export_int8
-        except ImportError as error:
-            raise MissingDependencyError(
-                f"cxr-export needs the train extra: pip install 'cxr[train]' ({error})"
-            ) from None
         result = export_onnx(model, out, data)
         typer.echo(
             f"parity: max probability difference {result.max_abs_diff:.2e} over "

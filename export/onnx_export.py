@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from cxr.runtime.dataset import check_split, load_folder
-from cxr.runtime.errors import DatasetError, ModelError
-from cxr.runtime.files import atomic_path
-from cxr.runtime.imaging import PREPROCESSING
+from cxr.core.datasets import check_split, load_folder
+from cxr.core.errors import DatasetError, ModelError, first_line
+from cxr.core.files import atomic_path
+from cxr.core.progress import phase
+from cxr.runtime.imaging import PREPROCESSING, load_image
 from cxr.runtime.metadata import InputSpec, ModelInfo
 from cxr.train.config import ModelRecipe
 from cxr.train.model import in_graph_preprocessing
@@ -52,7 +54,8 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     images = _parity_images(data, class_names, size, contrast)
 
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
+    with phase("Converting to ONNX (tf2onnx)"):
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
     info = ModelInfo(
         class_names=class_names,
         input=InputSpec(height=size, width=size, contrast=contrast),
@@ -72,7 +75,8 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
 
     with atomic_path(out_path) as tmp:
         onnx.save(proto, tmp)
-        diff = max_probability_difference(model, tmp, images)
+        with phase(f"Checking parity with Keras on {len(images)} images"):
+            diff = max_probability_difference(model, tmp, images)
         if diff > PARITY_TOLERANCE:
             raise ModelError(
                 f"ONNX output differs from Keras by {diff:.2e} (> {PARITY_TOLERANCE:.0e}); not written"
@@ -112,11 +116,12 @@ def _load_keras(model_path: Path) -> keras.Model:
     try:
         return keras.saving.load_model(model_path, safe_mode=True)
     except Exception as error:  # Keras raises many types for a foreign or damaged file
-        raise ModelError(f"{model_path}: cannot load Keras model ({error})") from None
+        raise ModelError(f"{model_path}: cannot load Keras model ({first_line(error)})") from None
 
 
 def _parity_images(data: Path, class_names: list[str], size: int, contrast: str) -> np.ndarray:
     try:
-        return load_folder(check_split(data), class_names, size, PARITY_IMAGES, "Parity images", contrast).images
+        read = functools.partial(load_image, size=size, contrast=contrast)
+        return load_folder(check_split(data), class_names, read, PARITY_IMAGES, "Parity images").images
     except DatasetError as error:
         raise DatasetError(f"{error}; pass --data with images for the parity check") from None

@@ -12,9 +12,10 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from cxr.runtime.dataset import check_split, load_folder
-from cxr.runtime.errors import ModelError
-from cxr.runtime.files import atomic_path
+from cxr.core.datasets import check_split, load_folder
+from cxr.core.errors import ModelError
+from cxr.core.files import atomic_path
+from cxr.core.progress import phase, progress
 from cxr.runtime.predictor import Predictor
 
 CALIBRATION_IMAGES = 64
@@ -32,7 +33,8 @@ class Int8Result:
 
 class _Images(CalibrationDataReader):
     def __init__(self, images: np.ndarray, input_name: str):
-        self._batches = iter(images[:, np.newaxis].astype(np.float32))
+        batches = images[:, np.newaxis].astype(np.float32)
+        self._batches = iter(progress(batches, "Calibrating INT8 (MinMax)"))
         self._input = input_name
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -43,14 +45,15 @@ class _Images(CalibrationDataReader):
 def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
     """Quantize ``fp32_path``; refuse (write nothing) if top-1 agreement on the test split is < 99%."""
     fp32 = Predictor(fp32_path, provider="cpu")
-    names, size, contrast = fp32.info.class_names, fp32.info.image_size, fp32.info.input.contrast
-    calibration = load_folder(data / "train", names, size, CALIBRATION_IMAGES, "Calibration images", contrast).images
-    test = load_folder(check_split(data), names, size, description="Agreement images", contrast=contrast).images
+    names = fp32.info.class_names
+    calibration = load_folder(data / "train", names, fp32.prepare, CALIBRATION_IMAGES, "Calibration images").images
+    test = load_folder(check_split(data), names, fp32.prepare, description="Agreement images").images
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quantized = Path(scratch) / "int8.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        with phase("Preparing the graph for quantization"):
+            quant_pre_process(str(fp32_path), str(prepared))
         # A quantized softmax would report probabilities in steps of 1/255 (0.0 for "unlikely").
         softmax = [n.name for n in onnx.load(prepared).graph.node if n.op_type == "Softmax"]
         quantize_static(
@@ -73,8 +76,9 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
         )
         onnx.helper.set_model_props(proto, info.to_metadata())
         onnx.save(proto, tmp)
-        int8_preds = Predictor(tmp, provider="cpu").predict_batch(test).argmax(axis=1)
-        agreement = float(np.mean(int8_preds == fp32.predict_batch(test).argmax(axis=1)))
+        with phase(f"Checking INT8 against FP32 on {len(test)} images"):
+            int8_preds = Predictor(tmp, provider="cpu").predict_batch(test).argmax(axis=1)
+            agreement = float(np.mean(int8_preds == fp32.predict_batch(test).argmax(axis=1)))
         if agreement < MIN_AGREEMENT:
             raise ModelError(
                 f"INT8 model agrees with FP32 on {agreement:.1%} of {len(test)} test images "

@@ -1,8 +1,4 @@
-"""cxr's edge runtime: decoding, the model-file contract and the predictor. No TensorFlow here."""
+"""cxr's edge runtime: decoding, the model-file contract, the Predictor and cxr-predict. No TensorFlow.
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("cxr")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+Its base install is numpy, pillow, onnxruntime and typer.
+"""

@@ -4,60 +4,59 @@ from __future__ import annotations
 
 import csv
 import json
-from enum import Enum
+import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from .dataset import files_under
-from .errors import CxrError, cli_errors
-from .files import atomic_path
-from .predictor import Prediction, Predictor
-from .progress import progress
+from cxr.core.cli import Command, VersionOption, boundary, new_app
+from cxr.core.datasets import files_under
+from cxr.core.errors import CxrError, InputFileError
+from cxr.core.files import atomic_path
+from cxr.core.progress import progress
 
-app = typer.Typer(add_completion=False, help=__doc__)
+from .predictor import Failure, Prediction, Predictor, Provider
+
+app = new_app(__doc__)
 
 # Below this many files a progress bar is only noise.
 _PROGRESS_FROM = 10
 
 
-class ProviderChoice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-@app.command()
+@app.command(cls=Command)
 def main(
-    inputs: list[Path] = typer.Argument(..., help="Image or DICOM files, and folders to search."),
-    model: Path = typer.Option(Path("artifacts/model.onnx"), envvar="CXR_MODEL", help="Model from cxr-export."),
-    provider: ProviderChoice = typer.Option(ProviderChoice.auto, help="auto: CUDA where available, else CPU."),
-    threads: int = typer.Option(0, min=0, help="onnxruntime threads (0: its default)."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object per line instead of a table."),
-    csv_path: Path | None = typer.Option(None, "--csv", help="Also write the results to this CSV file."),
+    inputs: Annotated[list[Path], typer.Argument(metavar="input", help="Image or DICOM files, and folders to search.", show_default=False)],
+    model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="Model from cxr-export (a relative path is from the current folder).")] = Path("artifacts/model.onnx"),
+    provider: Annotated[Provider, typer.Option(help="auto: CUDA where available, else CPU.")] = "auto",
+    threads: Annotated[int, typer.Option(min=0, help="onnxruntime threads (0: its default).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results to this CSV file.")] = None,
+    version: VersionOption = False,
 ) -> None:
     """Predict each file; exit 1 if any input could not be read."""
-    with cli_errors():
-        predictor = Predictor(model, provider=provider.value, threads=threads or None)
-    files, failures = expand_inputs(inputs)
-    for failure in failures:
-        typer.echo(f"error: {failure}", err=True)
-    names = predictor.info.class_names
-    if not as_json:
-        typer.echo("\t".join(["file", "class", *names]))
-    results: list[Prediction] = []
-    items = progress(files, "Predicting") if len(files) >= _PROGRESS_FROM else files
-    for path in items:
-        try:
-            result = predictor.predict_file(path)
-        except CxrError as error:  # this file failed (unreadable, or DICOM without pydicom)
-            typer.echo(f"error: {error}", err=True)
-            failures.append(str(error))
-            continue
-        results.append(result)
-        typer.echo(_json_line(result) if as_json else _table_row(result, names))
-    if csv_path is not None:
-        write_csv(csv_path, results, names)
+    with boundary():
+        predictor = Predictor(model, provider=provider, threads=threads or None)
+        files, failures = expand_inputs(inputs)
+        for failure in failures:
+            typer.echo(f"error: {failure}", err=True)
+        if not files:
+            raise (InputFileError if failures else CxrError)("no input files found")
+        names = predictor.info.class_names
+        if not as_json:
+            typer.echo("\t".join(["file", "class", *names]))
+        results: list[Prediction] = []
+        # In a terminal the rows themselves show the progress; a bar there would share their lines.
+        show_bar = len(files) >= _PROGRESS_FROM and not sys.stdout.isatty()
+        for outcome in progress(predictor.predict_files(files), "Predicting", total=len(files), show=show_bar):
+            if isinstance(outcome, Failure):
+                typer.echo(f"error: {outcome.error}", err=True)
+                failures.append(outcome.error)
+                continue
+            results.append(outcome)
+            typer.echo(_json_line(outcome) if as_json else _table_row(outcome, names))
+        if csv_path is not None:
+            write_csv(csv_path, results, names)
     if failures:
         raise typer.Exit(1)
 

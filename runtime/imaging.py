@@ -6,13 +6,16 @@ Pixels stay 0-255: scaling lives inside the model graph, so no caller can forget
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Literal, Union, get_args
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from .dicom import is_dicom, read_dicom_pixels
-from .errors import InputFileError
+from cxr.core.errors import InputFileError, first_line
+
+from .dicom import is_dicom, is_dicom_bytes, read_dicom_pixels
 
 # A 640x640 X-ray is 0.4 MP and the largest scanners write about 4,300x3,500 (15 MP): anything far
 # beyond that is a decompression bomb or not an X-ray, and decoding it could exhaust memory.
@@ -31,41 +34,75 @@ PREPROCESSING = {
 }
 
 
-def read_rgb(path: str | Path, min_size: int | None = None) -> Image.Image:
-    """Decode an image file to an upright 8-bit RGB image, or raise InputFileError naming the file.
+# What a model can read: a file's path, its bytes, an image already opened, or an array of pixels
+# (H x W gray or H x W x 3 RGB; 8-bit as is, any other type stretched like a 16-bit file).
+ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
 
-    With ``min_size``, a JPEG may be decoded at a reduced scale (1/2, 1/4, 1/8) that keeps both sides
-    at least that large: several times faster for an image that will be resized down anyway.
+
+def read_rgb(source: ImageSource, min_size: int | None = None, name: str | None = None) -> Image.Image:
+    """Decode an image to an upright 8-bit RGB image, or raise InputFileError naming it.
+
+    ``name`` is how errors call an in-memory image (a path names itself). With ``min_size``, a JPEG
+    may be decoded at a reduced scale (1/2, 1/4, 1/8) that keeps both sides at least that large:
+    several times faster for an image that will be resized down anyway.
     """
-    path = Path(path)
-    if path.is_file() and is_dicom(path):
-        pixels = read_dicom_pixels(path, check_size=_check_pixels)
+    if isinstance(source, Image.Image):
+        _check_pixels(name or "image", *source.size)
+        return _to_rgb(ImageOps.exif_transpose(source))
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, name or "array")
+    if isinstance(source, bytes):
+        label, stream = name or "uploaded bytes", io.BytesIO(source)
+        dicom = is_dicom_bytes(source[:132])
+    else:
+        label = name or str(source)
+        stream = _regular_file(Path(source), label)
+        dicom = is_dicom(Path(source))
+    if dicom:
+        pixels = read_dicom_pixels(stream, label, check_size=_check_pixels)
         return _stretch_to_8bit(pixels).convert("RGB")
     try:
-        with Image.open(path) as image:
-            _check_pixels(path, *image.size)
+        with Image.open(stream) as image:
+            _check_pixels(label, *image.size)
             if min_size and image.format == "JPEG":
                 image.draft(image.mode, (min_size, min_size))
             image.load()
             return _to_rgb(ImageOps.exif_transpose(image))
     except InputFileError:
         raise
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputFileError(f"{path}: is a directory") from None
     except Image.DecompressionBombError:
-        raise InputFileError(f"{path}: image is over the pixel limit") from None
+        raise InputFileError(f"{label}: image is over the pixel limit") from None
     except Image.UnidentifiedImageError:
-        raise InputFileError(f"{path}: not an image file Pillow can read") from None
+        raise InputFileError(f"{label}: not an image file Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         # Pillow reports truncated and corrupt data with these three.
-        raise InputFileError(f"{path}: cannot decode image ({error})") from None
+        raise InputFileError(f"{label}: cannot decode image ({first_line(error)})") from None
 
 
-def _check_pixels(path: Path, width: int, height: int) -> None:
+def _regular_file(path: Path, label: str) -> Path:
+    # Only regular files: a FIFO or a device would block or never end.
+    if not path.exists():
+        raise InputFileError(f"{label}: no such file")
+    if path.is_dir():
+        raise InputFileError(f"{label}: is a directory")
+    if not path.is_file():
+        raise InputFileError(f"{label}: not a regular file")
+    return path
+
+
+def _array_to_rgb(pixels: np.ndarray, label: str) -> Image.Image:
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 3)):
+        raise InputFileError(f"{label}: an image array is H x W or H x W x 3, not {pixels.shape}")
+    _check_pixels(label, pixels.shape[1], pixels.shape[0])
+    gray = pixels if pixels.ndim == 2 else pixels[..., 0] if pixels.shape[2] == 1 else None
+    if pixels.dtype != np.uint8:
+        return _stretch_to_8bit(gray if gray is not None else pixels).convert("RGB")
+    return Image.fromarray(gray if gray is not None else pixels).convert("RGB")
+
+
+def _check_pixels(label: str, width: int, height: int) -> None:
     if width * height > MAX_PIXELS:
-        raise InputFileError(f"{path}: image is {width}x{height}, over the limit of {MAX_PIXELS:,} pixels")
+        raise InputFileError(f"{label}: image is {width}x{height}, over the limit of {MAX_PIXELS:,} pixels")
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -89,7 +126,8 @@ def _stretch_to_8bit(pixels: np.ndarray) -> Image.Image:
 
 # How the resized image's contrast is normalised. "equalize" spreads the gray levels evenly over 0-255,
 # so that an over- or under-exposed X-ray from another scanner looks like those the model learnt from.
-CONTRASTS = ("none", "equalize")
+Contrast = Literal["none", "equalize"]
+CONTRASTS: tuple[str, ...] = get_args(Contrast)
 
 
 def to_model_input(image: Image.Image, size: int, contrast: str = "none") -> np.ndarray:
@@ -102,6 +140,6 @@ def to_model_input(image: Image.Image, size: int, contrast: str = "none") -> np.
     return np.asarray(resized, dtype=np.uint8)
 
 
-def load_image(path: str | Path, size: int, contrast: str = "none") -> np.ndarray:
-    """Read a file and make it model input; see read_rgb and to_model_input."""
-    return to_model_input(read_rgb(path, min_size=size), size, contrast)
+def load_image(source: ImageSource, size: int, contrast: str = "none", name: str | None = None) -> np.ndarray:
+    """Read an image and make it model input; see read_rgb and to_model_input."""
+    return to_model_input(read_rgb(source, min_size=size, name=name), size, contrast)

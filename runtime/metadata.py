@@ -10,7 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import ModelError
+from cxr.core.errors import ModelError
+
 from .imaging import CONTRASTS
 
 FORMAT = "cxr-model/1"

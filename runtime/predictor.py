@@ -1,8 +1,13 @@
-"""The edge predictor: a model written by cxr-export, one onnxruntime session, reused and thread-safe."""
+"""The edge predictor: a model written by cxr-export, one onnxruntime session, reused and thread-safe.
+
+The Predictor owns how its model reads an image: ``prepare`` makes model input from any image source,
+``predict_batch`` runs the model on prepared inputs, ``predict`` and ``predict_files`` do both.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -10,37 +15,49 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 
-from .errors import MissingDependencyError, ModelError
-from .imaging import load_image
+from cxr.core.errors import CxrError, MissingDependencyError, ModelError, first_line
+
+from .imaging import ImageSource, load_image
 from .metadata import ModelInfo
 
 Provider = Literal["auto", "cpu", "cuda"]
 _CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
+# Images per model call in predict_files: most of batching's gain on a CPU, little memory.
+BATCH_SIZE = 8
+
 
 @dataclass(frozen=True)
 class Prediction:
-    file: str
+    file: str  # the path, or the name given to an in-memory image
     label: str
     probabilities: dict[str, float]  # in the model's class order
-    seconds: float  # decoding, resizing and the model call
+    seconds: float  # reading the image and its share of the model call
 
     @property
     def probability(self) -> float:
         return self.probabilities[self.label]
 
 
-class Predictor:
-    """Loads ``model.onnx`` once; everything else (classes, input size) comes from its metadata.
+@dataclass(frozen=True)
+class Failure:
+    """An input that could not be predicted, and why, in one line naming it."""
 
-    onnxruntime's ``InferenceSession.run`` may be called from several threads at once, so one
-    Predictor can serve a whole application.
+    file: str
+    error: str
+
+
+class Predictor:
+    """Loads ``model.onnx`` once; everything else (classes, input size, contrast step) comes from its
+    metadata. onnxruntime's ``InferenceSession.run`` may be called from several threads at once, so
+    one Predictor can serve a whole application.
     """
 
     def __init__(self, model_path: str | Path, provider: Provider = "auto", threads: int | None = None):
         path = Path(model_path)
         if not path.is_file():
-            raise ModelError(f"{path}: no such model file (make one with cxr-export --onnx)")
+            where = "" if path.is_absolute() else f" in {Path.cwd()}"
+            raise ModelError(f"{path}: no such model file{where} (make one with cxr-export --onnx, or pass --model)")
         providers = _providers(provider)
         options = ort.SessionOptions()
         if threads:
@@ -48,8 +65,7 @@ class Predictor:
         try:
             self._session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # onnxruntime raises its own untyped errors for foreign files
-            reason = str(error).splitlines()[0][:200]
-            raise ModelError(f"{path}: not a readable ONNX model ({reason})") from None
+            raise ModelError(f"{path}: not a readable ONNX model ({first_line(error)})") from None
         if provider == "cuda" and self._session.get_providers()[0] != _CUDA:
             raise MissingDependencyError("--provider cuda: onnxruntime could not start CUDA on this machine")
         metadata = self._session.get_modelmeta().custom_metadata_map
@@ -61,21 +77,65 @@ class Predictor:
     def provider(self) -> str:
         return self._session.get_providers()[0]
 
-    def predict_batch(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities, shape (N, classes), for uint8 model inputs of shape (N, size, size, 3)."""
-        return self._session.run(None, {self.input_name: images.astype(np.float32)})[0]
+    def prepare(self, image: ImageSource, name: str | None = None) -> np.ndarray:
+        """Model input, uint8 (size, size, 3), from a path, bytes, a PIL image or an array.
 
-    def predict_file(self, path: str | Path) -> Prediction:
-        """Read one image file (raises InputFileError naming it) and classify it."""
+        Raises InputFileError (naming ``name``, or the path) when it cannot be read.
+        """
+        return load_image(image, self.info.image_size, self.info.input.contrast, name)
+
+    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
+        """Probabilities, shape (N, classes), for prepared inputs of shape (N, size, size, 3)."""
+        return self._session.run(None, {self.input_name: inputs.astype(np.float32)})[0]
+
+    def predict(self, image: ImageSource, name: str | None = None) -> Prediction:
+        """Read one image (raises InputFileError naming it) and classify it."""
         started = time.perf_counter()
-        pixels = load_image(path, self.info.image_size, self.info.input.contrast)
-        probabilities = self.predict_batch(pixels[np.newaxis])[0]
+        probabilities = self.predict_batch(self.prepare(image, name)[np.newaxis])[0]
+        label = name or (str(image) if isinstance(image, (str, Path)) else "image")
+        return self._prediction(label, probabilities, time.perf_counter() - started)
+
+    def predict_files(self, paths: Iterable[Path], batch_size: int = BATCH_SIZE) -> Iterator[Prediction | Failure]:
+        """Each file's Prediction, or its Failure, in order; files are read one by one and batched.
+
+        Any error while reading one file (a damaged DICOM raises whatever pydicom raises) fails that
+        file alone.
+        """
+        names: list[str] = []
+        inputs: list[np.ndarray] = []
+        seconds: list[float] = []
+        for path in paths:
+            started = time.perf_counter()
+            try:
+                inputs.append(self.prepare(path))
+            except CxrError as error:
+                yield Failure(str(path), str(error))
+                continue
+            except Exception as error:  # noqa: BLE001 - one bad file must not end the batch
+                yield Failure(str(path), f"{path}: cannot read ({type(error).__name__}: {first_line(error)})")
+                continue
+            names.append(str(path))
+            seconds.append(time.perf_counter() - started)
+            if len(inputs) == batch_size:
+                yield from self._run(names, inputs, seconds)
+                names, inputs, seconds = [], [], []
+        if inputs:
+            yield from self._run(names, inputs, seconds)
+
+    def _run(self, names: list[str], inputs: list[np.ndarray], seconds: list[float]) -> Iterator[Prediction]:
+        started = time.perf_counter()
+        probabilities = self.predict_batch(np.stack(inputs))
+        share = (time.perf_counter() - started) / len(inputs)
+        for name, row, read in zip(names, probabilities, seconds):
+            yield self._prediction(name, row, read + share)
+
+    def _prediction(self, file: str, probabilities: np.ndarray, seconds: float) -> Prediction:
         names = self.info.class_names
         return Prediction(
-            file=str(path),
+            file=file,
             label=names[int(np.argmax(probabilities))],
             probabilities={name: float(p) for name, p in zip(names, probabilities)},
-            seconds=time.perf_counter() - started,
+            seconds=seconds,
         )
 
 

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from synthetic import make_dataset
+from synthetic import FAST, make_dataset
 
 os.environ["CXR_QUIET"] = "1"  # no progress bars in test output
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -16,11 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CXR_SHARED", ROOT.parent / "shared"))
 REAL_DATA = SHARED / "data" / "Covid19-dataset"
 WEIGHTS_TOOL = SHARED / "tools" / "vgg16-imagenet-weights"
-
-# The fast recipe: the reference recipe on random VGG16 weights, whose tiny features need a large step
-# size. (Equalizing the synthetic two-level patterns would spread their noise over all 256 levels; the
-# default recipe, equalization included, is tested on the real data in test_real.py.)
-FAST = dict(weights="none", image_size=32, epochs=10, learning_rate=1.0, seed=0, fine_tune=0, contrast="none")
 
 
 @pytest.fixture(scope="session")
@@ -46,10 +40,8 @@ def exported(trained):
 
 
 @pytest.fixture(scope="session")
-def real_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def real_weights(real_data: Path) -> Path:
     """VGG16 ImageNet weights from the shared tool (Keras' download server is unreachable here)."""
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"real data set not found at {REAL_DATA}")
     if not WEIGHTS_TOOL.is_file():
         pytest.skip(f"weights tool not found at {WEIGHTS_TOOL}")
     cached = Path.home() / ".cache" / "cxr" / "vgg16_imagenet_notop.h5"
@@ -61,6 +53,9 @@ def real_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return cached
 
 
-def copy_dataset(source: Path, target: Path) -> Path:
-    shutil.copytree(source, target)
-    return target
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """The report's data set in ../shared (CI has it); without it the real tests skip and say so."""
+    if not REAL_DATA.is_dir():
+        pytest.skip(f"real data set not found at {REAL_DATA}")
+    return REAL_DATA

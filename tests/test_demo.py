@@ -39,7 +39,7 @@ def probabilities(label: dict) -> dict[str, float]:
 def test_api_returns_the_predictors_probabilities(client: Client, exported, dataset: Path) -> None:
     image = dataset / "test" / "Normal" / "0.jpeg"
     label = client.predict(handle_file(str(image)), api_name="/predict")
-    expected = Predictor(exported.path).predict_file(image)
+    expected = Predictor(exported.path).predict(image)
     assert label["label"] == expected.label == "Normal"
     got = probabilities(label)
     assert got.keys() == expected.probabilities.keys()

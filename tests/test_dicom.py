@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr.runtime.errors import InputFileError, MissingDependencyError
+from cxr.core.errors import InputFileError, MissingDependencyError
 from cxr.runtime.imaging import read_rgb
 
 pydicom = pytest.importorskip("pydicom", reason="the dicom extra (pydicom) is not installed")

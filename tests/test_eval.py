@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import copy_dataset
+from synthetic import copy_dataset
 from cxr.eval.cli import app as eval_app
 from cxr.eval.metrics import bootstrap_ci, compute_metrics, roc_auc
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr.runtime.errors import InputFileError
+from cxr.core.errors import InputFileError
 from cxr.runtime.imaging import MAX_PIXELS, load_image, read_rgb
 
 

@@ -9,18 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL_DATA
-
 pytestmark = pytest.mark.real
 
 
 @pytest.fixture(scope="module")
-def real_run(real_weights: Path, tmp_path_factory: pytest.TempPathFactory):
+def real_run(real_data: Path, real_weights: Path, tmp_path_factory: pytest.TempPathFactory):
     from cxr.train.config import TrainConfig
     from cxr.train.trainer import train
 
     out = tmp_path_factory.mktemp("real")
-    return train(TrainConfig(data=REAL_DATA, out=out, weights=str(real_weights), seed=0))
+    return train(TrainConfig(data=real_data, out=out, weights=str(real_weights), seed=0))
 
 
 def test_default_recipe_reaches_reference_accuracy(real_run) -> None:
@@ -30,7 +28,7 @@ def test_default_recipe_reaches_reference_accuracy(real_run) -> None:
     assert real_run.splits["train"].accuracy >= 0.95
 
 
-def test_real_export_parity(real_run) -> None:
+def test_real_export_parity(real_run, real_data: Path) -> None:
     from cxr.export.onnx_export import export_onnx
 
     result = export_onnx(real_run.model_path, real_run.model_path.with_suffix(".onnx"))
@@ -42,6 +40,6 @@ def test_real_export_parity(real_run) -> None:
 
     predictor = Predictor(result.path)
     assert predictor.info.input.contrast == "equalize"
-    test_files = sorted((REAL_DATA / "test").rglob("*.*"))
-    right = [predictor.predict_file(path).label == path.parent.name for path in test_files]
+    test_files = sorted((real_data / "test").rglob("*.*"))
+    right = [predictor.predict(path).label == path.parent.name for path in test_files]
     assert sum(right) / len(right) == pytest.approx(real_run.splits["test"].accuracy)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FAST
+from synthetic import FAST
 from cxr.train.config import TrainConfig
 
 
@@ -118,6 +118,6 @@ def test_equalized_model_equalizes_in_the_runtime_too(dataset: Path, tmp_path: P
         model.predict(load_image(dim, 32, contrast)[np.newaxis].astype(np.float32), verbose=0)[0]
         for contrast in ("equalize", "none")
     )
-    got = np.array(list(predictor.predict_file(dim).probabilities.values()))
+    got = np.array(list(predictor.predict(dim).probabilities.values()))
     assert np.max(np.abs(got - expected)) <= 1e-4
     assert np.max(np.abs(got - unequalized)) > 1e-3

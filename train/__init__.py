@@ -1,6 +1,1 @@
-"""Training the VGG16 transfer model (imports TensorFlow/Keras; install the ``train`` extra)."""
-
-import os
-
-# TensorFlow's C++ start-up chatter hides the lines people need; errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+"""Training the VGG16 transfer model (imports Keras; install the ``train`` extra)."""

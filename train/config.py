@@ -1,18 +1,29 @@
-"""A training run's settings: the default recipe, and the reference report's as the changes that undo it."""
+"""A training run's settings: the default recipe, and the reference report's as the changes that undo it.
+
+Each choice is declared here once, as a Literal type that TrainConfig, the code using it and the
+``cxr-train`` options all share (the contrast steps are the runtime's, in ``cxr.runtime.imaging``).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
+
+from cxr.runtime.imaging import Contrast
+
+Preprocess = Literal["scale", "vgg"]  # scale: pixels / 255 (reference); vgg: ImageNet means subtracted
+Head = Literal["flatten", "gap"]  # flatten (reference) or global average pooling
+PREPROCESSES: tuple[str, ...] = get_args(Preprocess)
+HEADS: tuple[str, ...] = get_args(Head)
 
 
 @dataclass(frozen=True)
 class ModelRecipe:
     """The parts of the recipe that shape the model's graph (and so its exported metadata)."""
 
-    preprocess: str = "scale"  # "scale": pixels / 255 (reference); "vgg": ImageNet means subtracted
-    head: str = "flatten"  # "flatten" (reference) or "gap" (global average pooling)
+    preprocess: Preprocess = "scale"
+    head: Head = "flatten"
     dropout: float = 0.0
     augment: bool = False
 
@@ -34,9 +45,9 @@ class TrainConfig:
     # Run the frozen front of the model once per image and fit only what trains behind it (exact
     # while nothing augments the images); False runs plain model.fit on images, for comparison.
     fast_path: bool = True
-    contrast: str = "equalize"  # none | equalize: done to each resized image, in training and at runtime
-    preprocess: str = "scale"  # scale | vgg
-    head: str = "flatten"  # flatten | gap
+    contrast: Contrast = "equalize"  # done to each resized image, in training and at runtime
+    preprocess: Preprocess = "scale"
+    head: Head = "flatten"
     dropout: float = 0.0
     augment: bool = False
     label_smoothing: float = 0.0

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-from cxr.runtime.errors import ModelError
+from cxr.core.errors import ModelError, first_line
 
-from .config import ModelRecipe
+from .config import ModelRecipe, Preprocess
 
 # ImageNet's channel means in RGB order, as keras.applications.vgg16.preprocess_input subtracts them.
 VGG_MEAN_RGB = (123.68, 116.779, 103.939)
@@ -57,7 +57,7 @@ def cut_layer(trainable_blocks: int) -> str:
 
 def in_graph_preprocessing(recipe: ModelRecipe) -> str:
     """What the graph itself does to its 0-255 input; recorded in the exported model's metadata."""
-    steps = {
+    steps: dict[Preprocess, str] = {
         "scale": "pixels / 255 (Rescaling layer)",
         "vgg": "ImageNet RGB channel means subtracted (Normalization layer), as VGG16 was trained",
     }
@@ -69,7 +69,7 @@ def build_model(num_classes: int, image_size: int, weights: str | None, recipe: 
     try:
         base = keras.applications.VGG16(include_top=False, weights=weights, input_shape=shape)
     except (OSError, ValueError) as error:
-        raise ModelError(f"cannot load VGG16 weights from {weights}: {error}") from None
+        raise ModelError(f"cannot load VGG16 weights from {weights}: {first_line(error)}") from None
     if recipe.preprocess == "vgg":
         # Keras' VGG16 weights expect BGR; reversing the first kernel's input channels lets the graph
         # take RGB with no channel-swapping layer (a Lambda would break Keras' safe-mode loading).

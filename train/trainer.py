@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
+import logging
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -12,22 +14,19 @@ from typing import Any
 import keras
 import numpy as np
 
-from cxr.eval.figures import plot_curves
-from cxr.runtime import __version__
-from cxr.runtime.dataset import (
-    LabeledImages,
-    class_counts,
-    class_folders,
-    load_images,
-    stratified_split,
-)
-from cxr.runtime.errors import DatasetError
-from cxr.runtime.files import atomic_path, write_json
-from cxr.runtime.progress import progress, quiet
+from cxr.core import __version__
+from cxr.core.datasets import DataRoot, LabeledImages, class_counts, load_images, scan_root, stratified_split
+from cxr.core.errors import DatasetError
+from cxr.core.figures import plot_curves
+from cxr.core.files import atomic_path, write_json
+from cxr.core.progress import progress
+from cxr.runtime.imaging import load_image
 
 from .config import TrainConfig
 from .model import TransferModel, build_model, cut_layer
 from .weights import resolve_weights
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,6 +44,27 @@ class Stage:
     epochs: int
     learning_rate: float
 
+    @property
+    def description(self) -> str:
+        what = f"fine-tuning the last {self.trainable_blocks} VGG16 block(s) and the head" if self.trainable_blocks else "training the head on the frozen VGG16 base"
+        return f"{what}, {self.epochs} epochs at learning rate {self.learning_rate:g}"
+
+
+class _EpochLog(keras.callbacks.Callback):
+    """One plain log line per epoch: where training is and how it goes."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        values = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, self.epochs, values, time.perf_counter() - self.started)
+
 
 @dataclass
 class TrainResult:
@@ -59,10 +79,10 @@ class TrainResult:
 def train(config: TrainConfig) -> TrainResult:
     """Run the recipe in ``config`` and write model.keras and its run record under ``config.out``."""
     started = time.perf_counter()
-    train_files, test_files = _scan(config.data)
-    class_names = sorted(train_files)
+    data = scan_root(config.data)
+    class_names = data.class_names
     weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
-    splits, skipped = _read_splits(config, class_names, train_files, test_files)
+    splits, skipped = _read_splits(config, data)
 
     keras.utils.set_random_seed(config.seed)
     net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
@@ -83,7 +103,8 @@ def train(config: TrainConfig) -> TrainResult:
     targets = {k: keras.utils.to_categorical(s.labels, len(class_names)) for k, s in splits.items()}
     history: dict[str, list[float]] = {}
     t0 = time.perf_counter()
-    for stage in stages:
+    for number, stage in enumerate(stages, 1):
+        log.info("stage %d of %d: %s", number, len(stages), stage.description)
         if stage.trainable_blocks:  # mark where fine-tuning starts, for the curves
             history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
         net.freeze_all_but_last_blocks(stage.trainable_blocks)
@@ -114,16 +135,12 @@ def train(config: TrainConfig) -> TrainResult:
     return result
 
 
-def _read_splits(
-    config: TrainConfig,
-    class_names: list[str],
-    train_files: dict[str, list[Path]],
-    test_files: dict[str, list[Path]],
-) -> tuple[dict[str, LabeledImages], list[str]]:
+def _read_splits(config: TrainConfig, data: DataRoot) -> tuple[dict[str, LabeledImages], list[str]]:
     """Decoded train, validation (stratified from train) and test splits, and the skipped files."""
-    size, strict, contrast = config.image_size, config.strict, config.contrast
-    train_all = load_images(train_files, class_names, size, strict, "Reading train", contrast)
-    test = load_images(test_files, class_names, size, strict, "Reading test", contrast) if test_files else None
+    class_names, strict = data.class_names, config.strict
+    read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
+    train_all = load_images(data.train, class_names, read, strict, "Reading train")
+    test = load_images(data.test, class_names, read, strict, "Reading test") if data.test else None
     for name, count in class_counts(train_all.labels, class_names).items():
         if count < 2:
             raise DatasetError(f"class {name!r} has {count} readable train images; it needs at least 2")
@@ -163,25 +180,10 @@ def _fit(
         batch_size=config.batch_size,
         shuffle=True,
         class_weight=_class_weights(labels, targets["train"].shape[1]) if config.class_weights else None,
-        callbacks=callbacks,
-        verbose=0 if quiet() else 1,
+        callbacks=[*callbacks, _EpochLog(stage.epochs)],
+        verbose=0,  # Keras' own bar writes terminal escapes into logs; _EpochLog writes plain lines
     )
     return fitted.history
-
-
-def _scan(root: Path) -> tuple[dict[str, list[Path]], dict[str, list[Path]]]:
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such data folder")
-    train_files = class_folders(root / "train") if (root / "train").is_dir() else {}
-    if not train_files:
-        raise DatasetError(f"{root}: no train split (expected {root / 'train'}/<class>/<image>)")
-    if len(train_files) < 2:
-        raise DatasetError(f"{root / 'train'}: {len(train_files)} class folder; need at least 2")
-    for name, files in train_files.items():
-        if not files:
-            raise DatasetError(f"{root / 'train' / name}: empty class folder")
-    test_files = class_folders(root / "test") if (root / "test").is_dir() else {}
-    return train_files, test_files
 
 
 def _cache_features(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import keras
 
-from cxr.runtime.errors import ModelError
+from cxr.core.errors import ModelError, first_line
 
 # Keras' own file, the one keras.applications.VGG16(weights="imagenet", include_top=False) fetches.
 IMAGENET_URL = (
@@ -37,8 +37,7 @@ def _download_imagenet() -> str:
             file_hash=IMAGENET_MD5,
         )
     except Exception as error:  # Keras wraps every network failure in a bare Exception
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(
-            f"could not download the VGG16 ImageNet weights ({reason}); offline, pass "
+            f"could not download the VGG16 ImageNet weights ({first_line(error)}); offline, pass "
             "--weights PATH to a local VGG16 no-top .h5 (or set CXR_VGG16_WEIGHTS)"
         ) from None

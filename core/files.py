@@ -36,3 +36,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def write_json(target: str | Path, data: Any) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_text(target: str | Path, text: str) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")

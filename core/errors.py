@@ -1,15 +1,10 @@
-"""The few exception types the library raises, and how the CLIs turn them into exit codes.
+"""The few exception types cxr raises for expected failures, each with the exit code it maps to.
 
 The library never calls sys.exit and never prints a traceback for an expected failure: it raises
-one of these, and the CLI layer (``cli_errors``) prints one line and exits with the code below.
+one of these, and the command-line boundary (``cxr.core.cli.boundary``) prints one line and exits.
 """
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
-
-import typer
 
 
 class CxrError(Exception):
@@ -36,11 +31,7 @@ class MissingDependencyError(CxrError):
     """An optional extra is needed for this feature (for example ``pip install cxr[train]``)."""
 
 
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Map expected failures to a one-line message on stderr and the error's exit code."""
-    try:
-        yield
-    except CxrError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(error.exit_code) from None
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """An exception's message cut to one line for a user; its type's name when it has no message."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__

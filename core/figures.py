@@ -1,19 +1,21 @@
-"""The figures people would rather look at than read: PNG files drawn with matplotlib."""
+"""The figures people would rather look at than read: PNG files drawn with matplotlib.
+
+Each is a ``matplotlib.figure.Figure`` drawn and saved once: no pyplot state and no backend switch,
+so importing this module changes nothing in a notebook that also plots.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only; never open a window
+from cxr.runtime.imaging import read_rgb
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from cxr.runtime.files import atomic_path  # noqa: E402
-from cxr.runtime.imaging import read_rgb  # noqa: E402
+from .files import atomic_path
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Mistake:
 def plot_curves(history: dict[str, list[float]], target: Path) -> None:
     """Keras' history (``accuracy``, ``loss`` and their ``val_`` twins) per epoch, and where
     fine-tuning started (``fine_tune_from_epoch``) when it did."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("accuracy", "loss")):
         for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
             if key in history:
@@ -60,9 +63,9 @@ def plot_curves(history: dict[str, list[float]], target: Path) -> None:
 def plot_dataset(splits: list[SplitSummary], class_names: list[str], target: Path) -> None:
     """Images per label per split (bars, one y axis), label shares (pies), height against width."""
     n = len(splits)
-    fig = plt.figure(figsize=(5 * max(n, 2), 12), constrained_layout=True)
+    fig = Figure(figsize=(5 * max(n, 2), 12), layout="constrained")
     grid = fig.add_gridspec(3, n)
-    colors = {name: plt.cm.tab10(i) for i, name in enumerate(class_names)}
+    colors = {name: colormaps["tab10"](i) for i, name in enumerate(class_names)}
     first = None
     for col, split in enumerate(splits):
         ax = fig.add_subplot(grid[0, col], sharey=first)
@@ -100,7 +103,8 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], target: P
     """The confusion matrix with counts, and the misclassified (true, predicted) pairs alone."""
     matrix = np.asarray(confusion)
     mistakes = matrix * (1 - np.eye(len(class_names), dtype=int))
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), constrained_layout=True)
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, values, title, cmap in (
         (axes[0], matrix, f"Confusion matrix ({matrix.sum()} images)", "Blues"),
         (axes[1], mistakes, f"Misclassified pairs ({mistakes.sum()} images)", "Reds"),
@@ -122,7 +126,8 @@ def plot_gallery(mistakes: list[Mistake], target: Path, columns: int = 4) -> Non
     """Thumbnails of the misclassified images with true label, predicted label and probability."""
     columns = max(1, min(columns, len(mistakes)))
     rows = max(1, -(-len(mistakes) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(3.2 * columns, 3.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, mistake in zip(axes.flat, mistakes):
@@ -137,11 +142,9 @@ def plot_gallery(mistakes: list[Mistake], target: Path, columns: int = 4) -> Non
     if not mistakes:
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=14)
     fig.suptitle(f"Misclassified images ({len(mistakes)})")
-    fig.tight_layout()
     _save(fig, target)
 
 
-def _save(fig: plt.Figure, target: Path) -> None:
+def _save(fig: Figure, target: Path) -> None:
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""cxr-train and cxr-export on a synthetic data set: artifacts, metadata, parity, and bad inputs."""
+"""cxr-train on a synthetic data set: the run record, repeatability, and bad inputs."""
 
 from __future__ import annotations
 
@@ -6,25 +6,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import FAST, copy_dataset
-from cxr.export.cli import app as export_app
-from cxr.runtime.metadata import ModelInfo
+from checks import assert_one_line_error
+from synthetic import FAST, copy_dataset
 from cxr.train.cli import app as train_app
 
 runner = CliRunner()
 FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--fine-tune", "0"]
-
-
-def assert_one_line_error(result, needle: str, code: int = 2) -> None:
-    assert result.exit_code == code, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
-    assert "Traceback" not in result.output
 
 
 def test_training_writes_the_run_record(trained) -> None:
@@ -52,12 +43,13 @@ def test_training_writes_the_run_record(trained) -> None:
 def test_saved_model_loads_in_safe_mode_and_takes_0_255_pixels(trained, dataset: Path) -> None:
     import keras
 
-    from cxr.runtime.dataset import class_folders, load_images
+    from cxr.core.datasets import class_folders, load_images
+    from cxr.runtime.imaging import load_image
 
     model = keras.saving.load_model(trained.model_path, safe_mode=True)
     files = class_folders(dataset / "test")
     contrast = json.loads((trained.model_path.parent / "config.json").read_text())["contrast"]
-    test = load_images(files, trained.class_names, 32, contrast=contrast)
+    test = load_images(files, trained.class_names, lambda path: load_image(path, 32, contrast))
     predicted = model.predict(test.images.astype(np.float32), verbose=0).argmax(axis=1)
     assert np.mean(predicted == test.labels) == pytest.approx(trained.splits["test"].accuracy)
 
@@ -76,52 +68,6 @@ def test_plain_fit_matches_fast_path_quality(dataset: Path, tmp_path: Path) -> N
 
     plain = train(TrainConfig(data=dataset, out=tmp_path, fast_path=False, **FAST))
     assert plain.splits["test"].accuracy >= 0.9
-
-
-def test_export_carries_the_contract_and_matches_keras(exported, trained) -> None:
-    assert exported.max_abs_diff <= 1e-4 and exported.parity_images >= 3
-    proto = onnx.load(exported.path, load_external_data=False)
-    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
-    assert info.class_names == trained.class_names
-    assert (info.input.height, info.input.width, info.input.channels) == (32, 32, 3)
-    assert info.input.pixel_range == (0.0, 255.0) and "255" in info.preprocessing["in_graph"]
-    assert info.metrics["splits"]["test"]["accuracy"] == trained.splits["test"].accuracy
-    assert info.recipe["epochs"] == FAST["epochs"] and info.versions["tf2onnx"]
-    assert info.created.endswith("Z")
-
-
-def test_foreign_onnx_metadata_is_refused(exported) -> None:
-    from cxr.runtime.errors import ModelError
-
-    with pytest.raises(ModelError, match="not a cxr model"):
-        ModelInfo.from_metadata({"producer": "someone else"})
-    props = {p.key: p.value for p in onnx.load(exported.path, load_external_data=False).metadata_props}
-    props["cxr.input"] = json.dumps({**json.loads(props["cxr.input"]), "contrast": "clahe"})
-    with pytest.raises(ModelError, match="unknown contrast step 'clahe'"):
-        ModelInfo.from_metadata(props)
-
-
-def test_export_cli_prints_parity(trained, tmp_path: Path) -> None:
-    out = tmp_path / "m.onnx"
-    result = runner.invoke(export_app, ["--onnx", "--model", str(trained.model_path), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    assert "max probability difference" in result.stdout and out.is_file()
-
-
-def test_export_refuses_a_parity_failure_and_writes_nothing(trained, tmp_path: Path, monkeypatch) -> None:
-    import cxr.export.onnx_export as onnx_export
-
-    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", -1.0)
-    out = tmp_path / "m.onnx"
-    result = runner.invoke(export_app, ["--onnx", "--model", str(trained.model_path), "--out", str(out)])
-    assert_one_line_error(result, "differs from Keras")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_export_bad_inputs(tmp_path: Path) -> None:
-    assert_one_line_error(runner.invoke(export_app, []), "pass --onnx")
-    missing = runner.invoke(export_app, ["--onnx", "--model", str(tmp_path / "none.keras")])
-    assert_one_line_error(missing, "no such model file")
 
 
 @pytest.mark.parametrize(

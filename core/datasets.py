@@ -1,18 +1,25 @@
-"""Folder-per-class data sets (Kaggle layout): ``ROOT/<class>/<image>``, class names sorted."""
+"""Folder-per-class data sets (Kaggle layout): ``ROOT/<class>/<image>``, class names sorted.
+
+A data root holds splits as such sets: ``ROOT/train/<class>/*`` and optionally ``ROOT/test/<class>/*``.
+Decoding is passed in (``read``), so training and the runtime each read files their own way through
+the one definition in ``cxr.runtime.imaging``.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DatasetError, InputFileError
-from .imaging import load_image
 from .progress import progress
 
 log = logging.getLogger(__name__)
+
+Reader = Callable[[Path], np.ndarray]  # a file -> model input, raising InputFileError
 
 
 @dataclass
@@ -31,6 +38,35 @@ class LabeledImages:
         return LabeledImages(
             self.images[indices], self.labels[indices], [self.paths[i] for i in indices]
         )
+
+
+@dataclass(frozen=True)
+class DataRoot:
+    """A data root's files per class: ``train`` always, ``test`` when the root has that split."""
+
+    root: Path
+    train: dict[str, list[Path]]
+    test: dict[str, list[Path]]
+
+    @property
+    def class_names(self) -> list[str]:
+        return sorted(self.train)
+
+
+def scan_root(root: Path) -> DataRoot:
+    """List a data root's files, refusing a layout a model cannot be trained on (DatasetError)."""
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such data folder")
+    train = class_folders(root / "train") if (root / "train").is_dir() else {}
+    if not train:
+        raise DatasetError(f"{root}: no train split (expected {root / 'train'}/<class>/<image>)")
+    if len(train) < 2:
+        raise DatasetError(f"{root / 'train'}: {len(train)} class folder; need at least 2")
+    for name, files in train.items():
+        if not files:
+            raise DatasetError(f"{root / 'train' / name}: empty class folder")
+    test = class_folders(root / "test") if (root / "test").is_dir() else {}
+    return DataRoot(root, train, test)
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
@@ -58,23 +94,26 @@ def check_split(root: Path) -> Path:
     return root / "test" if (root / "test").is_dir() else root / "train"
 
 
-def load_images(
-    files: dict[str, list[Path]],
-    class_names: list[str],
-    size: int,
-    strict: bool = False,
-    description: str = "Reading images",
-    contrast: str = "none",
-) -> LabeledImages:
-    """Decode every file; an unreadable one is skipped with a warning, or an error when ``strict``."""
+def labelled_files(files: dict[str, list[Path]], class_names: list[str]) -> list[tuple[Path, int]]:
+    """``(file, class index)`` pairs; a class the model does not know is a DatasetError."""
     unknown = sorted(set(files) - set(class_names))
     if unknown:
         raise DatasetError(f"classes {unknown} are not among the model's classes {class_names}")
-    items = [(path, class_names.index(name)) for name, paths in files.items() for path in paths]
+    return [(path, class_names.index(name)) for name, paths in files.items() for path in paths]
+
+
+def load_images(
+    files: dict[str, list[Path]],
+    class_names: list[str],
+    read: Reader,
+    strict: bool = False,
+    description: str = "Reading images",
+) -> LabeledImages:
+    """Decode every file; an unreadable one is skipped with a warning, or an error when ``strict``."""
     images, labels, paths, skipped = [], [], [], []
-    for path, label in progress(items, description):
+    for path, label in progress(labelled_files(files, class_names), description):
         try:
-            images.append(load_image(path, size, contrast))
+            images.append(read(path))
         except InputFileError as error:
             if strict:
                 raise DatasetError(f"{error} (--strict)") from None
@@ -83,17 +122,16 @@ def load_images(
             continue
         labels.append(label)
         paths.append(path)
-    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    stacked = np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
     return LabeledImages(stacked, np.asarray(labels, dtype=np.int64), paths, skipped)
 
 
 def load_folder(
     folder: Path,
     class_names: list[str],
-    size: int,
+    read: Reader,
     limit: int | None = None,
     description: str = "Reading images",
-    contrast: str = "none",
 ) -> LabeledImages:
     """A folder-per-class set, decoded: all of it, or about ``limit`` images with every class in.
 
@@ -101,7 +139,7 @@ def load_folder(
     """
     files = class_folders(folder)
     chosen = sample_files(files, limit) if limit else files
-    images = load_images(chosen, class_names, size, description=description, contrast=contrast)
+    images = load_images(chosen, class_names, read, description=description)
     if not len(images):
         raise DatasetError(f"{folder}: no readable images")
     return images

@@ -1,0 +1,146 @@
+"""The one command-line boundary every cxr command goes through.
+
+Commands are thin Typer functions over library code. Here, once for all of them: expected failures
+become one line on stderr and their exit code, a missing extra is named, ``--version`` prints the
+package version, log records are one plain line, and help reads as Click writes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Annotated
+
+import click
+import typer
+from typer.core import TyperCommand
+
+from . import __version__
+from .errors import CxrError, MissingDependencyError
+
+
+class Command(TyperCommand):
+    """Click's help layout: ``INPUT...`` in the usage line, no ``<type>`` labels beside arguments."""
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        return pieces + [_argument_name(p) for p in self.get_params(ctx) if isinstance(p, click.Argument)]
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        arguments = [(_argument_name(p), p.help or "") for p in self.get_params(ctx) if isinstance(p, click.Argument)]
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        options = [p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, click.Option)]
+        with formatter.section("Options"):
+            formatter.write_dl([record for record in options if record])
+
+
+def _argument_name(param: click.Parameter) -> str:
+    return (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+
+
+def new_app(doc: str | None) -> typer.Typer:
+    """A one-command Typer app with plain help (Rich's boxes cut option names at 80 columns)."""
+    return typer.Typer(add_completion=False, help=doc, rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cxr {__version__}")
+        raise typer.Exit()
+
+
+# Every command takes it as a parameter: ``version: VersionOption = False``.
+VersionOption = Annotated[
+    bool,
+    typer.Option("--version", callback=_print_version, is_eager=True, help="Print the cxr version and exit."),
+]
+
+
+@contextlib.contextmanager
+def boundary() -> Iterator[None]:
+    """Run a command's work: log records go to stderr as single lines, and an expected failure
+    (CxrError) becomes ``error: <one line>`` on stderr and that error's exit code."""
+    _log_to_stderr()
+    try:
+        yield
+    except CxrError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(error.exit_code) from None
+
+
+@contextlib.contextmanager
+def extra_imports(command: str, extra: str) -> Iterator[None]:
+    """Imports of an optional extra: when it is missing, a one-line error that names it; native
+    libraries' start-up lines (TensorFlow writes its absl and oneDNN notices to the process's stderr,
+    whatever TF_CPP_MIN_LOG_LEVEL says) are kept off the user's screen unless the import fails."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # and TensorFlow's later info lines too
+    with _native_stderr_held() as held:
+        try:
+            yield
+        except ImportError as error:
+            held.failed = True
+            raise MissingDependencyError(f"{command} needs the {extra} extra: pip install 'cxr[{extra}]' ({error})") from None
+        except BaseException:
+            held.failed = True
+            raise
+
+
+class _Held:
+    failed = False
+
+
+@contextlib.contextmanager
+def _native_stderr_held() -> Iterator[_Held]:
+    held = _Held()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to hold
+        yield held
+        return
+    with tempfile.TemporaryFile() as buffer:
+        sys.stderr.flush()
+        os.dup2(buffer.fileno(), 2)
+        try:
+            yield held
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if held.failed:  # what the native side said may explain the failure
+                buffer.seek(0)
+                sys.stderr.write(buffer.read().decode(errors="replace"))
+
+
+class _LineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage().splitlines()[0] if record.getMessage() else ""
+        return f"{record.levelname.lower()}: {message}" if record.levelno >= logging.WARNING else message
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(_LineFormatter())
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("cxr")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())

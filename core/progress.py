@@ -1,0 +1,37 @@
+"""Progress on stderr for long work (Rich, which Typer already brings), so stdout stays for results.
+
+``CXR_QUIET=1`` turns it all off (tests, scripts, logs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, track
+
+T = TypeVar("T")
+
+_STDERR = Console(stderr=True)
+
+
+def quiet() -> bool:
+    return os.environ.get("CXR_QUIET") == "1"
+
+
+def progress(items: Iterable[T], description: str, total: int | None = None, show: bool = True) -> Iterable[T]:
+    """Iterate with a progress bar; ``total`` for an iterator without a length, ``show=False`` for none."""
+    return track(items, description=description, total=total, disable=quiet() or not show, console=_STDERR)
+
+
+@contextlib.contextmanager
+def phase(description: str) -> Iterator[None]:
+    """A step that cannot be counted (a conversion, a library call): a spinner and the time it takes."""
+    columns = (SpinnerColumn(finished_text="[green]done[/]"), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=_STDERR, disable=quiet()) as bar:
+        task = bar.add_task(description, total=None)
+        yield
+        bar.update(task, total=1, completed=1)

@@ -1,0 +1,89 @@
+"""cxr-export on the synthetic model: the contract in the metadata, parity, INT8, and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from checks import assert_one_line_error
+from cxr.core.errors import ModelError
+from cxr.export.cli import app as export_app
+from cxr.runtime.metadata import ModelInfo
+from cxr.runtime.predictor import Predictor
+from synthetic import FAST
+
+runner = CliRunner()
+
+
+def test_export_carries_the_contract_and_matches_keras(exported, trained) -> None:
+    assert exported.max_abs_diff <= 1e-4 and exported.parity_images >= 3
+    proto = onnx.load(exported.path, load_external_data=False)
+    info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
+    assert info.class_names == trained.class_names
+    assert (info.input.height, info.input.width, info.input.channels) == (32, 32, 3)
+    assert info.input.pixel_range == (0.0, 255.0) and "255" in info.preprocessing["in_graph"]
+    assert info.metrics["splits"]["test"]["accuracy"] == trained.splits["test"].accuracy
+    assert info.recipe["epochs"] == FAST["epochs"] and info.versions["tf2onnx"]
+    assert info.created.endswith("Z")
+
+
+def test_foreign_onnx_metadata_is_refused(exported) -> None:
+    with pytest.raises(ModelError, match="not a cxr model"):
+        ModelInfo.from_metadata({"producer": "someone else"})
+    props = {p.key: p.value for p in onnx.load(exported.path, load_external_data=False).metadata_props}
+    props["cxr.input"] = json.dumps({**json.loads(props["cxr.input"]), "contrast": "clahe"})
+    with pytest.raises(ModelError, match="unknown contrast step 'clahe'"):
+        ModelInfo.from_metadata(props)
+
+
+def test_export_cli_prints_parity(trained, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(export_app, ["--onnx", "--model", str(trained.model_path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "max probability difference" in result.stdout and out.is_file()
+
+
+def test_export_refuses_a_parity_failure_and_writes_nothing(trained, tmp_path: Path, monkeypatch) -> None:
+    import cxr.export.onnx_export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", -1.0)
+    out = tmp_path / "m.onnx"
+    result = runner.invoke(export_app, ["--onnx", "--model", str(trained.model_path), "--out", str(out)])
+    assert_one_line_error(result, "differs from Keras")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_bad_inputs(tmp_path: Path) -> None:
+    assert_one_line_error(runner.invoke(export_app, []), "pass --onnx")
+    missing = runner.invoke(export_app, ["--onnx", "--model", str(tmp_path / "none.keras")])
+    assert_one_line_error(missing, "no such model file")
+
+
+def test_int8_model_agrees_and_describes_itself(exported, dataset: Path, tmp_path: Path) -> None:
+    from cxr.export.quantize import export_int8
+
+    result = export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
+    assert result.agreement >= 0.99 and result.test_images == 12
+    assert result.int8_bytes < result.fp32_bytes / 3
+    quantized, fp32 = Predictor(result.path), Predictor(exported.path)
+    assert quantized.info.quantization.startswith("int8")
+    assert quantized.info.class_names == fp32.info.class_names
+    image = dataset / "test" / "Normal" / "0.jpeg"
+    int8_p = quantized.predict(image).probabilities
+    fp32_p = fp32.predict(image).probabilities
+    assert max(abs(int8_p[k] - fp32_p[k]) for k in fp32_p) < 0.05
+    # The softmax stays in float: probabilities are not rounded to steps of 1/255.
+    assert any(abs(p * 255 - round(p * 255)) > 1e-3 for p in int8_p.values())
+
+
+def test_int8_below_agreement_is_refused(exported, dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    import cxr.export.quantize as quantize
+
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)
+    with pytest.raises(ModelError, match="not written"):
+        quantize.export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
+    assert list(tmp_path.iterdir()) == []
