@@ -13,9 +13,8 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperCommand
 
@@ -24,24 +23,44 @@ from .errors import CxrError, MissingDependencyError
 
 
 class Command(TyperCommand):
-    """Click's help layout: ``INPUT...`` in the usage line, no ``<type>`` labels beside arguments."""
+    """Help as argparse and Click write it: ``--epochs EPOCHS``, ``--contrast [none|equalize]``,
+    ``INPUT...``; Typer's own layout adds ``<int range>`` and ``<list[Path]>`` labels and braces."""
 
-    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
-        return pieces + [_argument_name(p) for p in self.get_params(ctx) if isinstance(p, click.Argument)]
+        return pieces + [_argument_name(p) for p in self.get_params(ctx) if p.param_type_name == "argument"]
 
-    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        arguments = [(_argument_name(p), p.help or "") for p in self.get_params(ctx) if isinstance(p, click.Argument)]
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        params = self.get_params(ctx)
+        arguments = [(_argument_name(p), p.help or "") for p in params if p.param_type_name == "argument"]
         if arguments:
             with formatter.section("Arguments"):
                 formatter.write_dl(arguments)
-        options = [p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, click.Option)]
+        options = [_option_record(p, ctx) for p in params if p.param_type_name == "option"]
         with formatter.section("Options"):
             formatter.write_dl([record for record in options if record])
 
 
-def _argument_name(param: click.Parameter) -> str:
+def _argument_name(param: Any) -> str:
     return (param.metavar or param.name or "").upper() + ("..." if param.nargs != 1 else "")
+
+
+def _option_record(param: Any, ctx: Any) -> tuple[str, str] | None:
+    record = param.get_help_record(ctx)
+    if record is None:  # hidden
+        return None
+    names = " / ".join(", ".join(opts) for opts in (param.opts, param.secondary_opts) if opts)
+    if not param.is_flag:
+        choices = _choices(param)
+        long_name = max(param.opts, key=len).lstrip("-").replace("-", "_").upper()
+        names += " " + (param.metavar or (f"[{'|'.join(choices)}]" if choices else long_name))
+    return names, record[1]
+
+
+def _choices(param: Any) -> list[str]:
+    # Typer 0.2x describes a parameter's type in ``type_descriptor``; Click in ``type``.
+    described = getattr(param, "type_descriptor", None) or getattr(param, "type", None)
+    return [str(choice) for choice in getattr(described, "choices", None) or ()]
 
 
 def new_app(doc: str | None) -> typer.Typer:

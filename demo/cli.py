@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cxr.core.cli import VersionOption, boundary, extra_imports, new_app
+from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
 from cxr.core.errors import CxrError, DatasetError
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def _report(served: Served) -> None:
         typer.echo(f"warning: {served.notice}", err=True)
 
 
-@app.command()
+@app.command(cls=Command)
 def main(
     model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="Model from cxr-export.")] = Path("artifacts/model.onnx"),
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",

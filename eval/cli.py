@@ -9,12 +9,12 @@ from typing import Annotated
 
 import typer
 
-from cxr.core.cli import VersionOption, boundary, extra_imports, new_app
+from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
 
 app = new_app(__doc__)
 
 
-@app.command()
+@app.command(cls=Command)
 def main(
     data: Annotated[Path, typer.Option(help="A folder-per-class set, or a root with train/ and test/ (its test split is evaluated).", show_default=False)],
     model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="FP32 or INT8 model from cxr-export.")] = Path("artifacts/model.onnx"),

@@ -7,13 +7,13 @@ from typing import Annotated
 
 import typer
 
-from cxr.core.cli import VersionOption, boundary, extra_imports, new_app
+from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
 from cxr.core.errors import CxrError
 
 app = new_app(__doc__)
 
 
-@app.command()
+@app.command(cls=Command)
 def main(
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the one format so far).")] = False,
     model: Annotated[Path, typer.Option(help="Model written by cxr-train.")] = Path("artifacts/model.keras"),

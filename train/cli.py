@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cxr.core.cli import VersionOption, boundary, extra_imports, new_app
+from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
 from cxr.core.datasets import scan_root
 from cxr.runtime.imaging import Contrast
 
@@ -21,7 +21,7 @@ _OPTIONS = {f.name for f in fields(TrainConfig)}
 
 # Defaults come from TrainConfig and choices from its Literal types, so the CLI and the Python API
 # cannot drift apart; the parameters' names are TrainConfig's fields.
-@app.command()
+@app.command(cls=Command)
 def main(
     ctx: typer.Context,
     data: Annotated[Path, typer.Option(help="Data root: DATA/train/<class>/* and optional DATA/test/<class>/*.", show_default=False)],
