@@ -96,38 +96,41 @@ class Predictor:
         return self._prediction(label, probabilities, time.perf_counter() - started)
 
     def predict_files(self, paths: Iterable[Path], batch_size: int = BATCH_SIZE) -> Iterator[Prediction | Failure]:
-        """Each file's Prediction, or its Failure, in order; files are read one by one and batched.
+        """Each file's Prediction, or its Failure, in the order given; files are read one by one and
+        their inputs batched into one model call.
 
         Any error while reading one file (a damaged DICOM raises whatever pydicom raises) fails that
         file alone.
         """
-        names: list[str] = []
-        inputs: list[np.ndarray] = []
-        seconds: list[float] = []
+        pending: list[Failure | tuple[str, np.ndarray, float]] = []  # in order, until the batch runs
         for path in paths:
-            started = time.perf_counter()
-            try:
-                inputs.append(self.prepare(path))
-            except CxrError as error:
-                yield Failure(str(path), str(error))
-                continue
-            except Exception as error:  # noqa: BLE001 - one bad file must not end the batch
-                yield Failure(str(path), f"{path}: cannot read ({type(error).__name__}: {first_line(error)})")
-                continue
-            names.append(str(path))
-            seconds.append(time.perf_counter() - started)
-            if len(inputs) == batch_size:
-                yield from self._run(names, inputs, seconds)
-                names, inputs, seconds = [], [], []
-        if inputs:
-            yield from self._run(names, inputs, seconds)
+            pending.append(self._read(path))
+            if sum(not isinstance(item, Failure) for item in pending) == batch_size:
+                yield from self._run(pending)
+                pending = []
+        yield from self._run(pending)
 
-    def _run(self, names: list[str], inputs: list[np.ndarray], seconds: list[float]) -> Iterator[Prediction]:
+    def _read(self, path: Path) -> Failure | tuple[str, np.ndarray, float]:
         started = time.perf_counter()
-        probabilities = self.predict_batch(np.stack(inputs))
-        share = (time.perf_counter() - started) / len(inputs)
-        for name, row, read in zip(names, probabilities, seconds):
-            yield self._prediction(name, row, read + share)
+        try:
+            pixels = self.prepare(path)
+        except CxrError as error:
+            return Failure(str(path), str(error))
+        except Exception as error:  # noqa: BLE001 - one bad file must not end the batch
+            return Failure(str(path), f"{path}: cannot read ({type(error).__name__}: {first_line(error)})")
+        return str(path), pixels, time.perf_counter() - started
+
+    def _run(self, pending: list[Failure | tuple[str, np.ndarray, float]]) -> Iterator[Prediction | Failure]:
+        read = [item for item in pending if not isinstance(item, Failure)]
+        started = time.perf_counter()
+        rows = iter(self.predict_batch(np.stack([pixels for _, pixels, _ in read])) if read else [])
+        share = (time.perf_counter() - started) / max(1, len(read))
+        for item in pending:
+            if isinstance(item, Failure):
+                yield item
+            else:
+                name, _, seconds = item
+                yield self._prediction(name, next(rows), seconds + share)
 
     def _prediction(self, file: str, probabilities: np.ndarray, seconds: float) -> Prediction:
         names = self.info.class_names

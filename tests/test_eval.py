@@ -95,3 +95,26 @@ def test_eval_bad_inputs(exported, dataset: Path, tmp_path: Path, case: str, nee
     assert result.exit_code == 2
     assert result.stderr.startswith("error:") and needle in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_drawing_figures_leaves_matplotlib_as_it_was(tmp_path: Path) -> None:
+    """Importing the trainer or the figures switches no backend and starts no pyplot state."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import matplotlib
+        matplotlib.use("svg")  # a notebook's or a user's choice
+        import cxr.train.trainer
+        from cxr.core.figures import plot_curves
+        plot_curves({{"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}}, __import__("pathlib").Path({str(tmp_path / "c.png")!r}))
+        print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["svg", "False"]
+    with Image.open(tmp_path / "c.png") as figure:
+        assert figure.format == "PNG"

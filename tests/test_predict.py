@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from cxr.runtime.cli import app as predict_app
 from cxr.core.errors import MissingDependencyError, ModelError
-from cxr.runtime.predictor import Predictor
+from cxr.runtime.predictor import Failure, Prediction, Predictor
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,3 +175,61 @@ def test_clis_start_without_their_extras(dataset: Path) -> None:
     loaded, outcome = done.stdout.strip().splitlines()
     assert loaded == "[]"
     assert outcome.startswith("2 error: cxr-train needs the train extra: pip install 'cxr[train]'")
+
+
+def test_in_memory_images_read_as_their_file_does(predictor: Predictor, dataset: Path) -> None:
+    """Bytes, a PIL image or an array of the same X-ray are the model input its file is."""
+    path = dataset / "test" / "Viral Pneumonia" / "1.png"
+    expected = predictor.prepare(path)
+    with Image.open(path) as opened:
+        image = opened.copy()
+    for source in (path.read_bytes(), image, np.asarray(image), np.asarray(image.convert("RGB"))):
+        np.testing.assert_array_equal(predictor.prepare(source), expected)
+    result = predictor.predict(path.read_bytes(), name="upload.png")
+    assert result.file == "upload.png" and result.label == "Viral Pneumonia"
+    assert result.probabilities == pytest.approx(predictor.predict(path).probabilities, abs=1e-6)
+
+
+def test_predict_files_batches_and_keeps_each_failure_in_place(predictor: Predictor, test_images: list[Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    paths = [*test_images[:5], broken, *test_images[5:]]
+    outcomes = list(predictor.predict_files(paths, batch_size=4))
+    assert [o.file for o in outcomes] == [str(p) for p in paths]
+    assert isinstance(outcomes[5], Failure) and "broken.png: not an image" in outcomes[5].error
+    one_by_one = [predictor.predict(p).probabilities for p in test_images]
+    batched = [o.probabilities for o in outcomes if isinstance(o, Prediction)]
+    assert all(b == pytest.approx(s, abs=1e-5) for b, s in zip(batched, one_by_one))
+
+
+def test_any_error_reading_one_file_fails_that_file_alone(exported, dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    """An exception no reader expected (here a RuntimeError) is one line for its file; the rest go on."""
+    import cxr.runtime.imaging as imaging
+
+    good = dataset / "test" / "Covid" / "0.jpeg"
+    odd = tmp_path / "odd.png"
+    Image.new("L", (48, 48)).save(odd)
+    real_to_rgb = imaging._to_rgb
+
+    def explode(image):
+        if image.size == (48, 48) and not np.asarray(image).any():
+            raise RuntimeError("decoder crashed\nwith a second line")
+        return real_to_rgb(image)
+
+    monkeypatch.setattr(imaging, "_to_rgb", explode)
+    csv_path = tmp_path / "out.csv"
+    result = runner.invoke(predict_app, [str(odd), str(good), "--csv", str(csv_path), "--model", str(exported.path)])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"error: {odd}: cannot read (RuntimeError: decoder crashed)"]
+    assert [line.split("\t")[0] for line in result.stdout.splitlines()] == ["file", str(good)]
+    assert len(csv_path.read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("case", ["empty folder", "missing file"])
+def test_cli_no_input_files(exported, tmp_path: Path, case: str) -> None:
+    target = tmp_path / "nothing"
+    if case == "empty folder":
+        target.mkdir()
+    result = runner.invoke(predict_app, [str(target), "--model", str(exported.path)])
+    assert result.exit_code != 0 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == "error: no input files found"
