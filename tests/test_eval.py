@@ -98,7 +98,9 @@ def test_eval_bad_inputs(exported, dataset: Path, tmp_path: Path, case: str, nee
 
 
 def test_drawing_figures_leaves_matplotlib_as_it_was(tmp_path: Path) -> None:
-    """Importing the trainer or the figures switches no backend and starts no pyplot state."""
+    """Drawing needs no pyplot state, and importing the trainer or the figures switches no backend.
+
+    (Keras imports pyplot itself, so pyplot is checked before the trainer is imported.)"""
     import subprocess
     import sys
     import textwrap
@@ -108,10 +110,11 @@ def test_drawing_figures_leaves_matplotlib_as_it_was(tmp_path: Path) -> None:
         import sys
         import matplotlib
         matplotlib.use("svg")  # a notebook's or a user's choice
-        import cxr.train.trainer
         from cxr.core.figures import plot_curves
         plot_curves({{"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}}, __import__("pathlib").Path({str(tmp_path / "c.png")!r}))
-        print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+        pyplot = "matplotlib.pyplot" in sys.modules
+        import cxr.train.trainer
+        print(matplotlib.get_backend(), pyplot)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
