@@ -33,6 +33,11 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
+def located(path: Path) -> str:
+    """A path as a user can find it: a relative one names the folder it was looked for from."""
+    return str(path) if path.is_absolute() else f"{path} (in {Path.cwd()})"
+
+
 def write_json(target: str | Path, data: Any) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ import tf2onnx
 
 from cxr.core.datasets import check_split, load_folder
 from cxr.core.errors import DatasetError, ModelError, first_line
-from cxr.core.files import atomic_path
+from cxr.core.files import atomic_path, located
 from cxr.core.progress import phase
 from cxr.runtime.imaging import PREPROCESSING, load_image
 from cxr.runtime.metadata import InputSpec, ModelInfo
@@ -95,7 +95,7 @@ def max_probability_difference(model: keras.Model, onnx_path: Path, images: np.n
 
 def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not model_path.is_file():
-        raise ModelError(f"{model_path}: no such model file (train one with cxr-train)")
+        raise ModelError(f"{located(model_path)}: no such model file (train one with cxr-train)")
     try:
         config = json.loads((model_path.parent / "config.json").read_text())
         metrics = json.loads((model_path.parent / "metrics.json").read_text())

@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from cxr.core.errors import CxrError, MissingDependencyError, ModelError, first_line
+from cxr.core.files import located
 
 from .imaging import ImageSource, load_image
 from .metadata import ModelInfo
@@ -56,8 +57,7 @@ class Predictor:
     def __init__(self, model_path: str | Path, provider: Provider = "auto", threads: int | None = None):
         path = Path(model_path)
         if not path.is_file():
-            where = "" if path.is_absolute() else f" in {Path.cwd()}"
-            raise ModelError(f"{path}: no such model file{where} (make one with cxr-export --onnx, or pass --model)")
+            raise ModelError(f"{located(path)}: no such model file (make one with cxr-export --onnx, or pass --model)")
         providers = _providers(provider)
         options = ort.SessionOptions()
         if threads:
