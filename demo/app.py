@@ -47,7 +47,7 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
                     elem_id="xray-upload",
                 )
                 # The model's own input: resized and, when its recipe says so, contrast-equalized.
-                image = gr.Image(label="As the model reads it", type="numpy", interactive=False, height=320)
+                image = gr.Image(label="As the model reads it", type="numpy", interactive=False, height=320, elem_id="model-input")
             with gr.Column():
                 label = gr.Label(label="Prediction", num_top_classes=len(predictor.info.class_names), elem_id="prediction")
                 gr.Markdown(model_card_brief(predictor.info))

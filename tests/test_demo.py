@@ -103,6 +103,7 @@ def test_upload_in_a_real_browser(served, dataset: Path, tmp_path: Path) -> None
             )
             text = page.locator("#prediction").inner_text()
             assert "Viral Pneumonia" in text and "%" in text
+            page.locator("#model-input img").wait_for(timeout=60_000)  # what the model read, shown
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         finally:
             browser.close()
