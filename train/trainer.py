@@ -115,7 +115,7 @@ def train(config: TrainConfig) -> TrainResult:
     fit_seconds = time.perf_counter() - t0
 
     metrics = {
-        name: _evaluate(model, inputs[name], split, class_names, config.batch_size)
+        name: _evaluate(model, inputs[name], split, class_names, config.batch_size, name)
         for name, split in splits.items()
     }
     seconds = {
@@ -226,8 +226,9 @@ def _evaluate(
     split: LabeledImages,
     class_names: list[str],
     batch_size: int,
+    name: str,
 ) -> SplitMetrics:
-    probabilities = _predict(model, inputs, batch_size, "Evaluating")
+    probabilities = _predict(model, inputs, batch_size, f"Evaluating ({name})")
     predicted = probabilities.argmax(axis=1)
     # The same clipped cross-entropy Keras reports during fit.
     picked = np.clip(probabilities[np.arange(len(split)), split.labels], 1e-7, 1.0)
