@@ -99,41 +99,38 @@ def extra_imports(command: str, extra: str) -> Iterator[None]:
     libraries' start-up lines (TensorFlow writes its absl and oneDNN notices to the process's stderr,
     whatever TF_CPP_MIN_LOG_LEVEL says) are kept off the user's screen unless the import fails."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # and TensorFlow's later info lines too
-    with _native_stderr_held() as held:
-        try:
+    try:
+        with _native_stderr_held():
             yield
-        except ImportError as error:
-            held.failed = True
-            raise MissingDependencyError(f"{command} needs the {extra} extra: pip install 'cxr[{extra}]' ({error})") from None
-        except BaseException:
-            held.failed = True
-            raise
-
-
-class _Held:
-    failed = False
+    except ImportError as error:
+        raise MissingDependencyError(f"{command} needs the {extra} extra: pip install 'cxr[{extra}]' ({error})") from None
 
 
 @contextlib.contextmanager
-def _native_stderr_held() -> Iterator[_Held]:
-    held = _Held()
+def _native_stderr_held() -> Iterator[None]:
+    """Point file descriptor 2 at a buffer for the block; replay what it caught only if the block fails."""
     try:
         saved = os.dup(2)
     except OSError:  # no file descriptor 2 (an embedded interpreter): nothing to hold
-        yield held
+        yield
         return
     with tempfile.TemporaryFile() as buffer:
         sys.stderr.flush()
         os.dup2(buffer.fileno(), 2)
         try:
-            yield held
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            if held.failed:  # what the native side said may explain the failure
-                buffer.seek(0)
-                sys.stderr.write(buffer.read().decode(errors="replace"))
+            yield
+        except BaseException:
+            _restore_stderr(saved)
+            buffer.seek(0)  # what the native side said may explain the failure
+            sys.stderr.write(buffer.read().decode(errors="replace"))
+            raise
+        _restore_stderr(saved)
+
+
+def _restore_stderr(saved: int) -> None:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
 
 
 class _LineFormatter(logging.Formatter):

@@ -94,10 +94,10 @@ def _array_to_rgb(pixels: np.ndarray, label: str) -> Image.Image:
     if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 3)):
         raise InputFileError(f"{label}: an image array is H x W or H x W x 3, not {pixels.shape}")
     _check_pixels(label, pixels.shape[1], pixels.shape[0])
-    gray = pixels if pixels.ndim == 2 else pixels[..., 0] if pixels.shape[2] == 1 else None
-    if pixels.dtype != np.uint8:
-        return _stretch_to_8bit(gray if gray is not None else pixels).convert("RGB")
-    return Image.fromarray(gray if gray is not None else pixels).convert("RGB")
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[..., 0]
+    image = Image.fromarray(pixels) if pixels.dtype == np.uint8 else _stretch_to_8bit(pixels)
+    return image.convert("RGB")
 
 
 def _check_pixels(label: str, width: int, height: int) -> None:
