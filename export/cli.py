@@ -39,7 +39,8 @@ def main(
             quantized = export_int8(out, out.with_name(f"{out.stem}.int8.onnx"), result.data)
             typer.echo(
                 f"int8: top-1 agreement with FP32 {quantized.agreement:.1%} over "
-                f"{quantized.test_images} images (minimum 99%)"
+                f"{quantized.test_images} images (minimum 99%); heat maps' correlation with FP32's "
+                f"{quantized.map_correlation:.3f}"
             )
             typer.echo(
                 f"wrote {quantized.path} ({quantized.fp32_bytes / 1e6:.1f} MB -> "

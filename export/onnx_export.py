@@ -22,13 +22,17 @@ from cxr.core.errors import DatasetError, ModelError, first_line
 from cxr.core.files import atomic_path, located
 from cxr.core.progress import phase
 from cxr.runtime.imaging import PREPROCESSING, load_image
-from cxr.runtime.metadata import InputSpec, ModelInfo
-from cxr.train.config import ModelRecipe
-from cxr.train.model import in_graph_preprocessing
+from cxr.runtime.metadata import HeatmapSpec, InputSpec, ModelInfo
+from cxr.train.config import Head, ModelRecipe
+from cxr.train.model import EVIDENCE, PROBABILITIES, in_graph_preprocessing, with_evidence_maps
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 PARITY_IMAGES = 16
+HEATMAP_METHODS: dict[Head, str] = {
+    "flatten": "HiResCAM (Draelos & Carin 2020): each cell's exact contribution to the class logit",
+    "gap": "class activation map (Zhou et al. 2016): each cell's exact contribution to the class logit",
+}
 
 
 @dataclass
@@ -52,14 +56,16 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     data = Path(data or config["data"])
     contrast = config.get("contrast", "none")  # run records from before the option have none
     images = _parity_images(data, class_names, size, contrast)
+    recipe = _model_recipe(config)
 
+    explained = with_evidence_maps(model, recipe.head)
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
     with phase("Converting to ONNX (tf2onnx)"):
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
+        proto, _ = tf2onnx.convert.from_keras(explained, input_signature=spec, opset=OPSET)
     info = ModelInfo(
         class_names=class_names,
         input=InputSpec(height=size, width=size, contrast=contrast),
-        preprocessing={**PREPROCESSING, "in_graph": in_graph_preprocessing(_model_recipe(config))},
+        preprocessing={**PREPROCESSING, "in_graph": in_graph_preprocessing(recipe)},
         recipe={k: v for k, v in config.items() if k not in ("data", "out", "class_names")},
         metrics={
             "splits": {
@@ -69,6 +75,12 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
         },
         versions={**metrics["versions"], "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        heatmaps=HeatmapSpec(
+            output=EVIDENCE,
+            grid=tuple(explained.outputs[1].shape[2:]),
+            bias=model.get_layer(PROBABILITIES).get_weights()[1].tolist(),
+            method=HEATMAP_METHODS[recipe.head],
+        ),
     )
     onnx.helper.set_model_props(proto, info.to_metadata())
     proto.doc_string = "cxr chest X-ray classifier (research and teaching, not diagnosis)"
@@ -89,7 +101,7 @@ def max_probability_difference(model: keras.Model, onnx_path: Path, images: np.n
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     batch = images.astype(np.float32)
     expected = np.asarray(model.predict(batch, verbose=0))
-    got = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    got = session.run([PROBABILITIES], {session.get_inputs()[0].name: batch})[0]
     return float(np.max(np.abs(expected - got)))
 
 

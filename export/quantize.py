@@ -26,6 +26,7 @@ MIN_AGREEMENT = 0.99
 class Int8Result:
     path: Path
     agreement: float  # share of test images where INT8 and FP32 pick the same class
+    map_correlation: float  # mean over test images of the Pearson correlation of their evidence maps
     test_images: int
     fp32_bytes: int
     int8_bytes: int
@@ -77,11 +78,21 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
         onnx.helper.set_model_props(proto, info.to_metadata())
         onnx.save(proto, tmp)
         with phase(f"Checking INT8 against FP32 on {len(test)} images"):
-            int8_preds = Predictor(tmp, provider="cpu").predict_batch(test).argmax(axis=1)
-            agreement = float(np.mean(int8_preds == fp32.predict_batch(test).argmax(axis=1)))
+            int8_probabilities, int8_maps = Predictor(tmp, provider="cpu").explain_batch(test)
+            fp32_probabilities, fp32_maps = fp32.explain_batch(test)
+            agreement = float(np.mean(int8_probabilities.argmax(axis=1) == fp32_probabilities.argmax(axis=1)))
+            correlation = map_correlation(fp32_maps, int8_maps)
         if agreement < MIN_AGREEMENT:
             raise ModelError(
                 f"INT8 model agrees with FP32 on {agreement:.1%} of {len(test)} test images "
                 f"(< {MIN_AGREEMENT:.0%}); not written"
             )
-    return Int8Result(out_path, agreement, len(test), fp32_path.stat().st_size, out_path.stat().st_size)
+    return Int8Result(
+        out_path, agreement, correlation, len(test), fp32_path.stat().st_size, out_path.stat().st_size
+    )
+
+
+def map_correlation(expected: np.ndarray, got: np.ndarray) -> float:
+    """Mean over images of the Pearson correlation between two models' maps (all classes' cells)."""
+    pairs = zip(expected.reshape(len(expected), -1), got.reshape(len(got), -1))
+    return float(np.mean([np.corrcoef(a, b)[0, 1] for a, b in pairs]))

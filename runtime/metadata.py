@@ -30,6 +30,20 @@ class InputSpec:
 
 
 @dataclass(frozen=True)
+class HeatmapSpec:
+    """How to read the graph's evidence maps: output ``output``, shape (N, classes, *grid).
+
+    Each cell holds its contribution to the class's logit: the cells' sum plus ``bias[c]`` is the
+    logit, and the softmax of the logits is the probability output.
+    """
+
+    output: str
+    grid: tuple[int, int]  # cells down, cells across
+    bias: list[float]  # the logits' bias, per class
+    method: str
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     class_names: list[str]  # in the order of the model's output
     input: InputSpec
@@ -39,6 +53,7 @@ class ModelInfo:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     quantization: str = "none"
+    heatmaps: HeatmapSpec | None = None  # None in models exported before evidence maps
 
     def to_metadata(self) -> dict[str, str]:
         props = {f"{_PREFIX}format": FORMAT}
@@ -54,8 +69,11 @@ class ModelInfo:
                 "export it with cxr-export --onnx"
             )
         try:
-            values = {f.name: json.loads(props[_PREFIX + f.name]) for f in fields(cls)}
+            values = {f.name: json.loads(props[_PREFIX + f.name]) for f in fields(cls) if f.name != "heatmaps"}
             values["input"] = InputSpec(**{**values["input"], "pixel_range": tuple(values["input"]["pixel_range"])})
+            heatmaps = json.loads(props.get(f"{_PREFIX}heatmaps", "null"))
+            if heatmaps:
+                values["heatmaps"] = HeatmapSpec(**{**heatmaps, "grid": tuple(heatmaps["grid"])})
             info = cls(**values)
         except (KeyError, TypeError, ValueError) as error:
             raise ModelError(f"{source}: damaged cxr metadata ({error})") from None
@@ -67,3 +85,8 @@ class ModelInfo:
     @property
     def image_size(self) -> int:
         return self.input.height
+
+    @property
+    def cell_pixels(self) -> float:
+        """Input pixels per heat-map cell, across (32 for VGG16's 7x7 map of a 224-pixel input)."""
+        return self.input.width / self.heatmaps.grid[1] if self.heatmaps else 0.0

@@ -18,10 +18,12 @@ import onnxruntime as ort
 from cxr.core.errors import CxrError, MissingDependencyError, ModelError, first_line
 from cxr.core.files import located
 
+from .heatmaps import Heatmaps
 from .imaging import ImageSource, load_image
 from .metadata import ModelInfo
 
 Provider = Literal["auto", "cpu", "cuda"]
+HeatmapChoice = Literal["none", "predicted", "all"]  # which classes' maps a prediction carries
 _CUDA, _CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 
 # Images per model call in predict_files: most of batching's gain on a CPU, little memory.
@@ -34,6 +36,7 @@ class Prediction:
     label: str
     probabilities: dict[str, float]  # in the model's class order
     seconds: float  # reading the image and its share of the model call
+    heatmaps: Heatmaps | None = None  # when asked for: the predicted class's map, or every class's
 
     @property
     def probability(self) -> float:
@@ -72,6 +75,7 @@ class Predictor:
         self.info = ModelInfo.from_metadata(metadata, source=str(path))
         self.path = path
         self.input_name = self._session.get_inputs()[0].name
+        self._probabilities = self._session.get_outputs()[0].name
 
     @property
     def provider(self) -> str:
@@ -86,16 +90,26 @@ class Predictor:
 
     def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
         """Probabilities, shape (N, classes), for prepared inputs of shape (N, size, size, 3)."""
-        return self._session.run(None, {self.input_name: inputs.astype(np.float32)})[0]
+        return self._session.run([self._probabilities], {self.input_name: inputs.astype(np.float32)})[0]
 
-    def predict(self, image: ImageSource, name: str | None = None) -> Prediction:
+    def explain_batch(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (N, classes) and evidence maps (N, classes, h, w) from one model call."""
+        if self.info.heatmaps is None:
+            raise ModelError(f"{self.path}: this model has no heat maps; export it again with cxr-export")
+        outputs = [self._probabilities, self.info.heatmaps.output]
+        probabilities, maps = self._session.run(outputs, {self.input_name: inputs.astype(np.float32)})
+        return probabilities, maps
+
+    def predict(self, image: ImageSource, name: str | None = None, heatmaps: HeatmapChoice = "none") -> Prediction:
         """Read one image (raises InputFileError naming it) and classify it."""
         started = time.perf_counter()
-        probabilities = self.predict_batch(self.prepare(image, name)[np.newaxis])[0]
+        pixels = self.prepare(image, name)
         label = name or (str(image) if isinstance(image, (str, Path)) else "image")
-        return self._prediction(label, probabilities, time.perf_counter() - started)
+        return next(self._run([(label, pixels, time.perf_counter() - started)], heatmaps))
 
-    def predict_files(self, paths: Iterable[Path], batch_size: int = BATCH_SIZE) -> Iterator[Prediction | Failure]:
+    def predict_files(
+        self, paths: Iterable[Path], batch_size: int = BATCH_SIZE, heatmaps: HeatmapChoice = "none"
+    ) -> Iterator[Prediction | Failure]:
         """Each file's Prediction, or its Failure, in the order given; files are read one by one and
         their inputs batched into one model call.
 
@@ -106,9 +120,9 @@ class Predictor:
         for path in paths:
             pending.append(self._read(path))
             if sum(not isinstance(item, Failure) for item in pending) == batch_size:
-                yield from self._run(pending)
+                yield from self._run(pending, heatmaps)
                 pending = []
-        yield from self._run(pending)
+        yield from self._run(pending, heatmaps)
 
     def _read(self, path: Path) -> Failure | tuple[str, np.ndarray, float]:
         started = time.perf_counter()
@@ -120,25 +134,50 @@ class Predictor:
             return Failure(str(path), f"{path}: cannot read ({type(error).__name__}: {first_line(error)})")
         return str(path), pixels, time.perf_counter() - started
 
-    def _run(self, pending: list[Failure | tuple[str, np.ndarray, float]]) -> Iterator[Prediction | Failure]:
+    def _run(
+        self, pending: list[Failure | tuple[str, np.ndarray, float]], heatmaps: HeatmapChoice
+    ) -> Iterator[Prediction | Failure]:
         read = [item for item in pending if not isinstance(item, Failure)]
+        if not read:
+            yield from pending
+            return
         started = time.perf_counter()
-        rows = iter(self.predict_batch(np.stack([pixels for _, pixels, _ in read])) if read else [])
-        share = (time.perf_counter() - started) / max(1, len(read))
+        inputs = np.stack([pixels for _, pixels, _ in read])
+        if heatmaps == "none":
+            probabilities, maps = self.predict_batch(inputs), [None] * len(read)
+        else:
+            probabilities, maps = self.explain_batch(inputs)
+        share = (time.perf_counter() - started) / len(read)
+        rows = iter(zip(probabilities, maps))
         for item in pending:
             if isinstance(item, Failure):
                 yield item
-            else:
-                name, _, seconds = item
-                yield self._prediction(name, next(rows), seconds + share)
+                continue
+            name, pixels, seconds = item
+            row, evidence = next(rows)
+            yield self._prediction(name, row, seconds + share, pixels, evidence, heatmaps)
 
-    def _prediction(self, file: str, probabilities: np.ndarray, seconds: float) -> Prediction:
+    def _prediction(
+        self,
+        file: str,
+        probabilities: np.ndarray,
+        seconds: float,
+        pixels: np.ndarray,
+        evidence: np.ndarray | None,
+        heatmaps: HeatmapChoice,
+    ) -> Prediction:
         names = self.info.class_names
+        label = names[int(np.argmax(probabilities))]
+        maps = None
+        if evidence is not None:
+            shown = names if heatmaps == "all" else [label]
+            maps = Heatmaps(pixels, {name: evidence[names.index(name)] for name in shown})
         return Prediction(
             file=file,
-            label=names[int(np.argmax(probabilities))],
+            label=label,
             probabilities={name: float(p) for name, p in zip(names, probabilities)},
             seconds=seconds,
+            heatmaps=maps,
         )
 
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers
 
 from cxr.core.errors import ModelError, first_line
 
-from .config import ModelRecipe, Preprocess
+from .config import Head, ModelRecipe, Preprocess
 
 # ImageNet's channel means in RGB order, as keras.applications.vgg16.preprocess_input subtracts them.
 VGG_MEAN_RGB = (123.68, 116.779, 103.939)
 BLOCKS = 5  # VGG16's convolution blocks
+PROBABILITIES = "probabilities"  # the output layer, and the exported model's first output
+FEATURES = "block5_pool"  # the last feature map, which the head reads
+EVIDENCE = "evidence"  # the exported model's second output
 
 
 @dataclass
@@ -96,7 +100,7 @@ def build_model(num_classes: int, image_size: int, weights: str | None, recipe: 
     chain.append(layers.Flatten(name="flatten") if recipe.head == "flatten" else layers.GlobalAveragePooling2D(name="gap"))
     if recipe.dropout:
         chain.append(layers.Dropout(recipe.dropout, seed=seed, name="dropout"))
-    chain.append(layers.Dense(num_classes, activation="softmax", name="probabilities"))
+    chain.append(layers.Dense(num_classes, activation="softmax", name=PROBABILITIES))
 
     inputs = keras.Input(shape=shape, name="image")
     outputs, x = [], inputs
@@ -106,3 +110,26 @@ def build_model(num_classes: int, image_size: int, weights: str | None, recipe: 
     net = TransferModel(keras.Model(inputs, x, name="cxr_vgg16"), chain, outputs)
     net.freeze_all_but_last_blocks(0)
     return net
+
+
+def with_evidence_maps(model: keras.Model, head: Head) -> keras.Model:
+    """``model`` with a second output, ``evidence``: per class, each cell's contribution to its logit.
+
+    The head is linear in the last feature map A (h x w x 512), so the contribution of cell (i, j) to
+    class c, sum_k W[i, j, k, c] * A[i, j, k], is exact: over all cells, plus the bias, it is the logit
+    (HiResCAM for the Flatten head; the class activation map for the GAP head, whose per-cell weights
+    are W[k, c] / (h * w)). No gradient is needed, so the ONNX graph computes it, FP32 and INT8 alike.
+    Shape (N, classes, h, w).
+    """
+    features = model.get_layer(FEATURES).output
+    kernel = model.get_layer(PROBABILITIES).get_weights()[0]
+    h, w, k = features.shape[1:]
+    if head == "flatten":
+        per_cell = kernel.reshape(h, w, k, -1)  # Flatten reads the map row by row, channels last
+    else:
+        per_cell = np.broadcast_to(kernel / (h * w), (h, w, *kernel.shape))
+    per_cell = per_cell.transpose(0, 1, 3, 2)  # (h, w, classes, k)
+    # A Mul and a ReduceSum in ONNX: plain enough for onnxruntime's shape inference and quantizer.
+    contributions = keras.ops.sum(keras.ops.expand_dims(features, 3) * per_cell, axis=-1)
+    maps = layers.Permute((3, 1, 2), name=EVIDENCE)(contributions)
+    return keras.Model(model.input, [model.output, maps], name=f"{model.name}_with_evidence")
