@@ -10,7 +10,7 @@ import numpy as np
 from cxr.core.datasets import class_folders, sample_files
 from cxr.core.errors import CxrError
 from cxr.runtime.metadata import ModelInfo
-from cxr.runtime.predictor import Predictor
+from cxr.runtime.predictor import Prediction, Predictor
 
 NOTICE = (
     "**Research demo, not a diagnosis.** The model learned from a small public data set in which "
@@ -22,18 +22,28 @@ EXAMPLES_PER_CLASS = 2
 
 def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Blocks:
     """The Blocks app; its ``predict`` endpoint is also the API (``api_name="predict"``)."""
+    names = predictor.info.class_names
+    has_maps = predictor.info.heatmaps is not None
 
-    def predict(path: str | None) -> tuple[dict[str, float] | None, np.ndarray | None]:
-        """The upload's probabilities, and the model input they came from (decoded once)."""
+    def predict(path: str | None) -> tuple[dict[str, float] | None, Prediction | None]:
+        """The upload's probabilities, and the prediction with its input and maps (decoded once)."""
         if path is None:  # the upload was cleared
             return None, None
         try:
             # Name the file as the user knows it, not by Gradio's temporary path.
-            pixels = predictor.prepare(path, name=Path(path).name)
+            prediction = predictor.predict(path, name=Path(path).name, heatmaps="all" if has_maps else "none")
         except CxrError as error:
             raise gr.Error(str(error)) from None
-        probabilities = predictor.predict_batch(pixels[np.newaxis])[0]
-        return dict(zip(predictor.info.class_names, map(float, probabilities))), pixels
+        return prediction.probabilities, prediction
+
+    def show(prediction: Prediction | None) -> tuple[np.ndarray | None, str | None, np.ndarray | None]:
+        """The model input, and the predicted class's heat map over it."""
+        if prediction is None or prediction.heatmaps is None:
+            return None, None, None
+        return prediction.heatmaps.image, prediction.label, prediction.heatmaps.overlay(prediction.label)
+
+    def redraw(prediction: Prediction | None, class_name: str) -> np.ndarray | None:
+        return prediction.heatmaps.overlay(class_name) if prediction and prediction.heatmaps else None
 
     with gr.Blocks(title="cxr: chest X-ray classifier") as app:
         gr.Markdown("# cxr: chest X-ray classifier")
@@ -49,15 +59,30 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
                 # The model's own input: resized and, when its recipe says so, contrast-equalized.
                 image = gr.Image(label="As the model reads it", type="numpy", interactive=False, height=320, elem_id="model-input")
             with gr.Column():
-                label = gr.Label(label="Prediction", num_top_classes=len(predictor.info.class_names), elem_id="prediction")
-                gr.Markdown(model_card_brief(predictor.info))
+                label = gr.Label(label="Prediction", num_top_classes=len(names), elem_id="prediction")
+                heatmap = gr.Image(label="Heat map", type="numpy", interactive=False, height=320, visible=has_maps, elem_id="heatmap")
+                shown_class = gr.Radio(names, label="Evidence for", visible=has_maps, elem_id="heatmap-class")
+                gr.Markdown(heatmap_note(predictor.info), visible=has_maps)
+        gr.Markdown(model_card_brief(predictor.info))
         if examples:
             gr.Examples(examples=[[str(p)] for p in examples], inputs=upload, label="Examples")
-        model_input = gr.State()  # kept out of the API: callers get the label alone
-        upload.change(predict, inputs=upload, outputs=[label, model_input], api_name="predict").then(
-            lambda pixels: pixels, inputs=model_input, outputs=image, api_visibility="private"
+        prediction = gr.State()  # kept out of the API: callers get the label alone
+        upload.change(predict, inputs=upload, outputs=[label, prediction], api_name="predict").then(
+            show, inputs=prediction, outputs=[image, shown_class, heatmap], api_visibility="private"
         )
+        shown_class.input(redraw, inputs=[prediction, shown_class], outputs=heatmap, api_visibility="private")
     return app
+
+
+def heatmap_note(info: ModelInfo) -> str:
+    """What a heat map is, in one line: its cells and how coarse they are."""
+    if info.heatmaps is None:
+        return ""
+    rows, columns = info.heatmaps.grid
+    return (
+        f"The heat map marks the regions that raised the chosen class's score. It has {rows}x{columns} "
+        f"cells of about {info.cell_pixels:.0f} pixels each: where the evidence lies, not the outline of a lesion."
+    )
 
 
 def model_card_brief(info: ModelInfo) -> str:

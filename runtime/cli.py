@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from cxr.core.errors import CxrError, InputFileError
 from cxr.core.files import atomic_path
 from cxr.core.progress import progress
 
+from .heatmaps import write_png
 from .predictor import Failure, Prediction, Predictor, Provider
 
 app = new_app(__doc__)
@@ -32,6 +34,7 @@ def main(
     threads: Annotated[int, typer.Option(min=0, help="onnxruntime threads (0: its default).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")] = False,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the results to this CSV file.")] = None,
+    heatmaps: Annotated[Path | None, typer.Option("--heatmaps", metavar="DIR", help="Write one PNG per input to this folder: the predicted class's evidence map over the image as the model read it.", show_default=False)] = None,
     version: VersionOption = False,
 ) -> None:
     """Predict each file; exit 1 if any input could not be read."""
@@ -42,23 +45,75 @@ def main(
             typer.echo(f"error: {failure}", err=True)
         if not files:
             raise (InputFileError if failures else CxrError)("no input files found")
+        if heatmaps is not None and heatmaps.exists() and not heatmaps.is_dir():
+            raise CxrError(f"--heatmaps {heatmaps}: not a folder")
         names = predictor.info.class_names
+        columns = ["file", "class", *names, *(["heatmap"] if heatmaps else [])]
         if not as_json:
-            typer.echo("\t".join(["file", "class", *names]))
-        results: list[Prediction] = []
+            typer.echo("\t".join(columns))
+        rows: list[Row] = []
+        overlays = OverlayNames(heatmaps) if heatmaps else None
         # In a terminal the rows themselves show the progress; a bar there would share their lines.
         show_bar = len(files) >= _PROGRESS_FROM and not sys.stdout.isatty()
-        for outcome in progress(predictor.predict_files(files), "Predicting", total=len(files), show=show_bar):
+        outcomes = predictor.predict_files(files, heatmaps="predicted" if heatmaps else "none")
+        for outcome in progress(outcomes, "Predicting", total=len(files), show=show_bar):
             if isinstance(outcome, Failure):
                 typer.echo(f"error: {outcome.error}", err=True)
                 failures.append(outcome.error)
                 continue
-            results.append(outcome)
-            typer.echo(_json_line(outcome) if as_json else _table_row(outcome, names))
+            row = Row(outcome, overlays.write(outcome) if overlays else None)
+            rows.append(row)
+            typer.echo(json.dumps(row.to_json()) if as_json else "\t".join(row.cells(names, 4)))
         if csv_path is not None:
-            write_csv(csv_path, results, names)
+            write_csv(csv_path, rows, columns, names)
     if failures:
         raise typer.Exit(1)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One predicted file as cxr-predict reports it: in the table, as JSON and in the CSV file."""
+
+    prediction: Prediction
+    heatmap: Path | None  # the overlay PNG written for it, if any
+
+    def cells(self, names: list[str], digits: int) -> list[str]:
+        result = self.prediction
+        cells = [result.file, result.label, *(f"{result.probabilities[n]:.{digits}f}" for n in names)]
+        return cells + ([str(self.heatmap)] if self.heatmap else [])
+
+    def to_json(self) -> dict[str, object]:
+        result = self.prediction
+        line: dict[str, object] = {
+            "file": result.file,
+            "class": result.label,
+            "probabilities": result.probabilities,
+            "seconds": round(result.seconds, 4),
+        }
+        if self.heatmap:
+            line["heatmap"] = str(self.heatmap)
+        return line
+
+
+class OverlayNames:
+    """Writes each prediction's overlay as ``folder/<file name>.png``, numbering names already used
+    in this run (two folders may each hold a 0001.jpeg)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._used: set[str] = set()
+
+    def write(self, prediction: Prediction) -> Path:
+        stem = Path(prediction.file).stem
+        name, n = f"{stem}.png", 1
+        while name in self._used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        self._used.add(name)
+        target = self.folder / name
+        assert prediction.heatmaps is not None  # asked for with heatmaps="predicted"
+        write_png(target, prediction.heatmaps.overlay(prediction.label))
+        return target
 
 
 def expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
@@ -75,24 +130,8 @@ def expand_inputs(inputs: list[Path]) -> tuple[list[Path], list[str]]:
     return files, missing
 
 
-def _table_row(result: Prediction, names: list[str]) -> str:
-    return "\t".join([result.file, result.label, *(f"{result.probabilities[n]:.4f}" for n in names)])
-
-
-def _json_line(result: Prediction) -> str:
-    return json.dumps(
-        {
-            "file": result.file,
-            "class": result.label,
-            "probabilities": result.probabilities,
-            "seconds": round(result.seconds, 4),
-        }
-    )
-
-
-def write_csv(target: Path, results: list[Prediction], names: list[str]) -> None:
+def write_csv(target: Path, rows: list[Row], columns: list[str], names: list[str]) -> None:
     with atomic_path(target) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["file", "class", *names])
-        for result in results:
-            writer.writerow([result.file, result.label, *(f"{result.probabilities[n]:.6f}" for n in names)])
+        writer.writerow(columns)
+        writer.writerows(row.cells(names, 6) for row in rows)

@@ -104,6 +104,19 @@ def test_upload_in_a_real_browser(served, dataset: Path, tmp_path: Path) -> None
             text = page.locator("#prediction").inner_text()
             assert "Viral Pneumonia" in text and "%" in text
             page.locator("#model-input img").wait_for(timeout=60_000)  # what the model read, shown
+            # The predicted class's heat map, then another class's when it is chosen.
+            overlay = page.locator("#heatmap img")
+            overlay.wait_for(timeout=60_000)
+            page.wait_for_function(
+                "() => document.querySelector('#heatmap-class input:checked')?.value === 'Viral Pneumonia'",
+                timeout=60_000,
+            )
+            first = overlay.get_attribute("src")
+            page.locator("#heatmap-class label", has_text="Covid").click()
+            page.wait_for_function(
+                "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src", arg=first, timeout=60_000
+            )
+            assert "cells of about" in page.locator("body").inner_text()
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
         finally:
             browser.close()
