@@ -68,6 +68,7 @@ def test_int8_model_agrees_and_describes_itself(exported, dataset: Path, tmp_pat
 
     result = export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
     assert result.agreement >= 0.99 and result.test_images == 12
+    assert result.map_correlation >= 0.95
     assert result.int8_bytes < result.fp32_bytes / 3
     quantized, fp32 = Predictor(result.path), Predictor(exported.path)
     assert quantized.info.quantization.startswith("int8")
