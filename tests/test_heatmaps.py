@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from checks import assert_one_line_error
+from checks import assert_maps_add_up, assert_one_line_error
 from cxr.core.errors import ModelError
 from cxr.runtime.cli import app as predict_app
 from cxr.runtime.heatmaps import overlay, raised, upsample
@@ -19,11 +19,6 @@ from cxr.runtime.predictor import Predictor
 from synthetic import FAST
 
 runner = CliRunner()
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def prepared_test_split(dataset: Path, predictor: Predictor) -> np.ndarray:
@@ -35,13 +30,7 @@ def assert_maps_are_exact(model_path: Path, keras_path: Path, images: np.ndarray
     softmax is the probability output. Returns the maps."""
     import keras
 
-    predictor = Predictor(model_path)
-    probabilities, maps = predictor.explain_batch(images)
-    spec = predictor.info.heatmaps
-    assert maps.shape == (len(images), len(predictor.info.class_names), *spec.grid)
-    logits = maps.sum(axis=(2, 3)) + np.array(spec.bias)
-    np.testing.assert_allclose(softmax(logits), probabilities, atol=1e-4)
-
+    logits, maps = assert_maps_add_up(Predictor(model_path), images)
     model = keras.saving.load_model(keras_path, safe_mode=True)
     head_input = keras.Model(model.input, model.get_layer(features_layer).output).predict(images.astype(np.float32), verbose=0)
     kernel, bias = model.get_layer("probabilities").get_weights()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from checks import assert_maps_add_up
+
 pytestmark = pytest.mark.real
 
 
@@ -46,8 +48,6 @@ def test_real_export_parity(real_run, real_data: Path) -> None:
 
 
 def test_real_maps_are_exact_and_survive_int8(real_run, real_data: Path) -> None:
-    import numpy as np
-
     from cxr.core.datasets import load_folder
     from cxr.export.quantize import export_int8
     from cxr.runtime.predictor import Predictor
@@ -58,10 +58,7 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: Path) -> None
     fp32 = Predictor(fp32_path)
     assert fp32.info.heatmaps.grid == (7, 7) and fp32.info.cell_pixels == 32
     images = load_folder(real_data / "test", fp32.info.class_names, fp32.prepare).images
-    probabilities, maps = fp32.explain_batch(images)
-    logits = maps.sum(axis=(2, 3)) + np.array(fp32.info.heatmaps.bias)
-    softmax = np.exp(logits - logits.max(axis=1, keepdims=True))
-    np.testing.assert_allclose(softmax / softmax.sum(axis=1, keepdims=True), probabilities, atol=1e-4)
+    assert_maps_add_up(fp32, images)
 
     # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
     int8 = export_int8(fp32_path, fp32_path.with_name("model.int8.onnx"), real_data)
