@@ -13,8 +13,6 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from cxr.runtime.imaging import read_rgb
-
 from .files import atomic_path
 
 
@@ -28,15 +26,11 @@ class SplitSummary:
 
 
 @dataclass
-class Mistake:
-    file: str
-    true: str
-    predicted: str
-    probabilities: dict[str, float]
+class Panel:
+    """One picture of a gallery and the lines under it."""
 
-    @property
-    def probability(self) -> float:
-        return self.probabilities[self.predicted]
+    image: np.ndarray  # RGB, uint8
+    caption: str
 
 
 def plot_curves(history: dict[str, list[float]], target: Path) -> None:
@@ -122,26 +116,20 @@ def plot_confusion(confusion: list[list[int]], class_names: list[str], target: P
     _save(fig, target)
 
 
-def plot_gallery(mistakes: list[Mistake], target: Path, columns: int = 4) -> None:
-    """Thumbnails of the misclassified images with true label, predicted label and probability."""
-    columns = max(1, min(columns, len(mistakes)))
-    rows = max(1, -(-len(mistakes) // columns))
-    fig = Figure(figsize=(3.2 * columns, 3.6 * rows), layout="constrained")
+def plot_gallery(panels: list[Panel], title: str, target: Path, empty: str = "none", columns: int = 4) -> None:
+    """Pictures in rows of ``columns``, each with its caption; ``empty`` is shown when there are none."""
+    columns = max(1, min(columns, len(panels)))
+    rows = max(1, -(-len(panels) // columns))
+    fig = Figure(figsize=(3.2 * columns, 3.8 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, mistake in zip(axes.flat, mistakes):
-        image = read_rgb(mistake.file)
-        image.thumbnail((256, 256))
-        ax.imshow(image)
-        ax.set_title(
-            f"{Path(mistake.file).name}\ntrue: {mistake.true}\n"
-            f"predicted: {mistake.predicted} ({mistake.probability:.2f})",
-            fontsize=9,
-        )
-    if not mistakes:
-        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center", fontsize=14)
-    fig.suptitle(f"Misclassified images ({len(mistakes)})")
+    for ax, panel in zip(axes.flat, panels):
+        ax.imshow(panel.image)
+        ax.set_title(panel.caption, fontsize=9)
+    if not panels:
+        axes.flat[0].text(0.5, 0.5, empty, ha="center", va="center", fontsize=14)
+    fig.suptitle(title)
     _save(fig, target)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from cxr.core.files import write_text
 from cxr.runtime.metadata import ModelInfo
 
+from .looks import MeanMap
 from .metrics import Metrics
 
 LIMITATIONS = [
@@ -23,7 +24,7 @@ LIMITATIONS = [
 ]
 
 
-def write_model_card(target: Path, info: ModelInfo, metrics: Metrics, data: Path) -> Path:
+def write_model_card(target: Path, info: ModelInfo, metrics: Metrics, data: Path, mean_maps: list[MeanMap]) -> Path:
     """Write the card beside the model and return its path."""
     splits = info.metrics.get("splits", {})
     names = info.class_names
@@ -68,9 +69,42 @@ def write_model_card(target: Path, info: ModelInfo, metrics: Metrics, data: Path
             for name, m in metrics.per_class.items()
         ],
         "",
+        *_where_it_looks(info, mean_maps),
         "## Known limitations",
         *[f"- {text}" for text in LIMITATIONS],
         "",
     ]
     write_text(target, "\n".join(lines))
     return target
+
+
+def _where_it_looks(info: ModelInfo, mean_maps: list[MeanMap]) -> list[str]:
+    """The card's heat-map section: each class's mean map, and a warning where it sits off the lungs."""
+    shares = [(m, m.edge_share) for m in mean_maps if m.edge_share is not None]
+    if info.heatmaps is None or not shares:
+        return []
+    uniform = shares[0][0].uniform_edge_share
+    rows, columns = info.heatmaps.grid
+    lines = [
+        "## Where the model looks",
+        f"Heat maps: {info.heatmaps.method}, on a {rows}x{columns} grid (about {info.cell_pixels:.0f} "
+        "pixels per cell). Each class's mean map over its own images is in `mean_maps.png` beside the "
+        "evaluation report. On a centred film the lungs fill the inner cells; the outer ring holds the "
+        "shoulders, neck, abdomen, corners and burnt-in labels, and "
+        f"{uniform:.0%} of evidence spread evenly would fall there.",
+        "",
+        "| class | images | evidence in the outer cells |",
+        "|---|---|---|",
+        *[f"| {m.class_name} | {m.count} | {share:.0%} |" for m, share in shares],
+        "",
+    ]
+    outside = [m.class_name for m, share in shares if share > uniform]
+    if outside:
+        lines += [
+            f"**The evidence for {', '.join(outside)} sits mostly outside the lungs**: more of it falls on "
+            "the outer cells than an even spread would put there. The model may be reading the patient's "
+            "build and age, positioning or the film's labels rather than the lungs; do not trust it on "
+            "images that differ in those.",
+            "",
+        ]
+    return lines

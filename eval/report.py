@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +14,32 @@ from PIL import Image
 
 from cxr.core.datasets import check_split, class_folders, labelled_files
 from cxr.core.errors import CxrError, DatasetError
-from cxr.core.figures import Mistake, SplitSummary, plot_confusion, plot_dataset, plot_gallery
+from cxr.core.figures import Panel, SplitSummary, plot_confusion, plot_dataset, plot_gallery
 from cxr.core.files import atomic_path, write_json, write_text
 from cxr.core.progress import progress
 from cxr.runtime.imaging import read_rgb
-from cxr.runtime.predictor import Failure, Predictor
+from cxr.runtime.predictor import Failure, Prediction, Predictor
 
 from .card import write_model_card
+from .looks import MeanMap, MeanMaps
 from .metrics import Metrics, compute_metrics
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
+CORRECT_PER_CLASS = 3  # correct predictions drawn with their heat maps, per class
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Mistake:
+    file: str
+    true: str
+    predicted: str
+    probabilities: dict[str, float]
+
+    @property
+    def probability(self) -> float:
+        return self.probabilities[self.predicted]
 
 
 @dataclass
@@ -73,20 +88,31 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     splits = splits_of(data)
     folder = check_split(data) if set(splits) - {data.name} else data
     items = labelled_files(class_folders(folder), names)
-    label_of = {str(path): label for path, label in items}
-    outcomes = list(progress(predictor.predict_files(p for p, _ in items), "Evaluating", total=len(items)))
-    skipped = [o.error for o in outcomes if isinstance(o, Failure)]
-    for error in skipped:
-        log.warning("skipped %s", error)
-    predictions = [o for o in outcomes if not isinstance(o, Failure)]
+    true_of = {str(path): names[label] for path, label in items}
+    outcomes = predictor.predict_files((p for p, _ in items), heatmaps="all")
+    predictions: list[Prediction] = []
+    skipped: list[str] = []
+    shown: list[Prediction] = []  # drawn with their maps: every mistake, the first few right per class
+    right_shown: Counter[str] = Counter()
+    means = MeanMaps()
+    for outcome in progress(outcomes, "Evaluating", total=len(items)):
+        if isinstance(outcome, Failure):
+            log.warning("skipped %s", outcome.error)
+            skipped.append(outcome.error)
+            continue
+        true = true_of[outcome.file]
+        means.add(true, outcome.heatmaps)
+        if outcome.label != true or right_shown[true] < CORRECT_PER_CLASS:
+            right_shown[true] += outcome.label == true
+            shown.append(outcome)
+        predictions.append(replace(outcome, heatmaps=None))  # the rest need not stay in memory
     if not predictions:
         raise DatasetError(f"{folder}: no readable images")
-    labels = np.array([label_of[p.file] for p in predictions])
+    labels = np.array([names.index(true_of[p.file]) for p in predictions])
     probabilities = np.array([[p.probabilities[n] for n in names] for p in predictions])
     metrics = compute_metrics(labels, probabilities, names)
-    mistakes = [
-        Mistake(p.file, names[t], p.label, p.probabilities) for p, t in zip(predictions, labels) if p.label != names[t]
-    ]
+    mistakes = [Mistake(p.file, true_of[p.file], p.label, p.probabilities) for p in predictions if p.label != true_of[p.file]]
+    mean_maps = means.means(names)
 
     written = [describe_dataset(data, out)]
     curves = model.parent / "curves.png"  # drawn by cxr-train from its history; copied, not redrawn
@@ -95,8 +121,12 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
             shutil.copyfile(curves, tmp)
         written.append(out / "curves.png")
     plot_confusion(metrics.confusion, names, out / "confusion.png")
-    plot_gallery(mistakes, out / "misclassified.png")
-    written += [out / "confusion.png", out / "misclassified.png"]
+    wrong = [_panel(p, true_of[p.file]) for p in shown if p.label != true_of[p.file]]
+    right = [_panel(p, true_of[p.file]) for p in shown if p.label == true_of[p.file]]
+    plot_gallery(wrong, f"Misclassified images ({len(wrong)}), with the predicted class's heat map", out / "misclassified.png", "no misclassified images")
+    plot_gallery(right, "Correct predictions, a few per class, with their heat maps", out / "correct.png", columns=CORRECT_PER_CLASS)
+    plot_gallery([_mean_panel(m) for m in mean_maps], "Where the model looks: each class's mean heat map on its own images", out / "mean_maps.png")
+    written += [out / "confusion.png", out / "misclassified.png", out / "correct.png", out / "mean_maps.png"]
 
     record = {
         "model": str(model),
@@ -108,9 +138,20 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     }
     write_json(out / "metrics.json", record)
     _write_report(out / "report.md", model, folder, metrics, mistakes, [p.name for p in written])
-    card = write_model_card(model.with_name("MODEL_CARD.md"), info, metrics, folder)
+    card = write_model_card(model.with_name("MODEL_CARD.md"), info, metrics, folder, mean_maps)
     written += [out / "metrics.json", out / "report.md", card]
     return EvalResult(folder, metrics, mistakes, skipped, written)
+
+
+def _panel(prediction: Prediction, true: str) -> Panel:
+    caption = f"{Path(prediction.file).name}\ntrue: {true}\npredicted: {prediction.label} ({prediction.probability:.2f})"
+    return Panel(prediction.heatmaps.overlay(prediction.label), caption)
+
+
+def _mean_panel(mean: MeanMap) -> Panel:
+    share = mean.edge_share
+    where = "" if share is None else f"\n{share:.0%} of it in the outer cells (even spread: {mean.uniform_edge_share:.0%})"
+    return Panel(mean.picture(), f"{mean.class_name}: mean of {mean.count} images{where}")
 
 
 def _image_size(path: Path) -> tuple[int, int] | None:

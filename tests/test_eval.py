@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,13 +64,41 @@ def test_eval_on_a_set_with_known_mistakes(exported, dataset: Path, tmp_path: Pa
     wrong = sorted(Path(m["file"]).name for m in record["misclassified"])
     assert wrong == ["moved-0.jpeg", "moved-1.png"]
     assert all(m["true"] == "Normal" and m["predicted"] == "Covid" for m in record["misclassified"])
-    for name in ("dataset.png", "curves.png", "confusion.png", "misclassified.png"):
+    for name in ("dataset.png", "curves.png", "confusion.png", "misclassified.png", "correct.png", "mean_maps.png"):
         with Image.open(out / name) as figure:
             assert figure.format == "PNG" and figure.width >= 500 and figure.height >= 300, name
     report = (out / "report.md").read_text()
     assert "![confusion.png](confusion.png)" in report and "moved-0.jpeg" in report
     card = (exported.path.parent / "MODEL_CARD.md").read_text()
     assert "Not for diagnosis" in card and "children" in card and "0.833" in card
+
+
+def test_mean_maps_and_where_the_card_says_the_model_looks(exported, tmp_path: Path) -> None:
+    from cxr.eval.card import write_model_card
+    from cxr.eval.looks import MeanMaps
+    from cxr.runtime.heatmaps import Heatmaps
+    from cxr.runtime.predictor import Predictor
+
+    image = np.full((224, 224, 3), 100, np.uint8)
+    corners, centre = np.zeros((7, 7)), np.zeros((7, 7))
+    corners[[0, 0, 6, 6], [0, 6, 0, 6]] = 1.0
+    centre[2:5, 2:5] = 5.0
+    means = MeanMaps()
+    means.add("Covid", Heatmaps(image, {"Covid": corners, "Normal": centre}))
+    means.add("Covid", Heatmaps(image + 20, {"Covid": 3 * corners, "Normal": -centre}))
+    means.add("Normal", Heatmaps(image, {"Covid": corners, "Normal": centre}))
+    covid, normal = means.means(NAMES)
+    assert (covid.count, normal.count) == (2, 1) and covid.image[0, 0, 0] == 110
+    np.testing.assert_allclose(covid.evidence, corners)  # each image scaled to peak 1 before the mean
+    assert covid.edge_share == 1.0 and normal.edge_share == 0.0 and covid.uniform_edge_share == pytest.approx(24 / 49)
+    assert covid.picture().shape == image.shape
+
+    info = Predictor(exported.path).info
+    info = replace(info, heatmaps=replace(info.heatmaps, grid=(7, 7)))
+    metrics = compute_metrics(np.array([0, 1]), np.eye(3)[[0, 1]], NAMES)
+    card = write_model_card(tmp_path / "MODEL_CARD.md", info, metrics, tmp_path, [covid, normal]).read_text()
+    assert "| Covid | 2 | 100% |" in card and "| Normal | 1 | 0% |" in card
+    assert "evidence for Covid sits mostly outside the lungs" in card
 
 
 def test_eval_json_and_eda(exported, dataset: Path, tmp_path: Path) -> None:
