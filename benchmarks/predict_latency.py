@@ -3,9 +3,10 @@
     python benchmarks/predict_latency.py --artifacts artifacts --images ../shared/data/Covid19-dataset/test
 
 Measures, in one run: single-image latency end to end (decode + resize + model call; p50 and p95),
-batch throughput (model call on 32 preloaded images), preprocessing alone with each contrast step,
-and the whole-process time of `cxr-predict one.png` against a script that does the same with Keras.
-Prints Markdown tables with ratios.
+batch throughput (model call on 32 preloaded images), what the heat maps cost the INT8 model (against
+the same model cut back to its probability output) and what drawing an overlay PNG costs,
+preprocessing alone with each contrast step, and the whole-process time of `cxr-predict one.png`
+against a script that does the same with Keras. Prints Markdown tables with ratios.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -90,6 +92,8 @@ def main(
             f"{throughput[name]:.1f} | {throughput[name] / base_rate:.1f}x |"
         )
 
+    heatmap_cost(artifacts / "model.int8.onnx", files)
+
     # The part of the end-to-end time spent before the model call, for each contrast step.
     print(f"\nPreprocessing alone (decode + resize + contrast step), {files[0].suffix} files, 5 passes:\n")
     print("| contrast step | p50 ms |")
@@ -124,6 +128,56 @@ def main(
     print("|---|---|---|")
     for name, value in seconds.items():
         print(f"| {name} | {value:.2f} | {base / value:.1f}x |")
+
+
+def heatmap_cost(int8_path: Path, files: list[Path], passes: int = 5) -> None:
+    """Single-image INT8 latency with and without the maps, interleaved image by image so that the
+    machine's drift hits each alike; then drawing and writing the overlay PNG alone."""
+    import onnx
+
+    from cxr.runtime.heatmaps import write_png
+    from cxr.runtime.predictor import Predictor
+
+    with tempfile.TemporaryDirectory() as scratch:
+        # The same INT8 graph cut back to its probability output: a model exported without maps.
+        plain_path = Path(scratch) / "plain.onnx"
+        onnx.utils.extract_model(str(int8_path), str(plain_path), ["image"], ["probabilities"])
+        plain_proto = onnx.load(plain_path)
+        kept = [p for p in onnx.load(int8_path, load_external_data=False).metadata_props if p.key != "cxr.heatmaps"]
+        plain_proto.metadata_props.extend(kept)
+        onnx.save(plain_proto, plain_path)
+        with_maps, plain = Predictor(int8_path, provider="cpu"), Predictor(plain_path, provider="cpu")
+        runs = {
+            "INT8 without maps in the graph": lambda path: plain.predict(path),
+            "INT8 with maps in the graph, not asked for": lambda path: with_maps.predict(path),
+            "INT8 with the predicted class's map": lambda path: with_maps.predict(path, heatmaps="predicted"),
+        }
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        for path in files[:3]:
+            for run in runs.values():
+                run(path)
+        for _ in range(passes):
+            for path in files:
+                for name, run in runs.items():
+                    started = time.perf_counter()
+                    run(path)
+                    times[name].append(time.perf_counter() - started)
+        drawing = []
+        for i, path in enumerate(files):
+            maps = with_maps.predict(path, heatmaps="predicted").heatmaps
+            started = time.perf_counter()
+            write_png(Path(scratch) / f"{i}.png", maps.overlay(next(iter(maps.maps))))
+            drawing.append(time.perf_counter() - started)
+
+    base = statistics.median(times[next(iter(runs))])
+    print(f"\nHeat maps, single image end to end, INT8, {passes} interleaved passes over {len(files)} images:\n")
+    print("| run | p50 ms | p95 ms | p50 vs without maps |")
+    print("|---|---|---|---|")
+    for name, values in times.items():
+        p50, p95 = statistics.median(values), float(np.percentile(values, 95))
+        print(f"| {name} | {p50 * 1e3:.1f} | {p95 * 1e3:.1f} | {p50 / base:.3f}x |")
+    print(f"| drawing and writing the overlay PNG (alone) | {statistics.median(drawing) * 1e3:.1f} | "
+          f"{float(np.percentile(drawing, 95)) * 1e3:.1f} | |")
 
 
 def _size_of(path: Path) -> str:
