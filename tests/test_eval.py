@@ -98,7 +98,7 @@ def test_mean_maps_and_where_the_card_says_the_model_looks(exported, tmp_path: P
     metrics = compute_metrics(np.array([0, 1]), np.eye(3)[[0, 1]], NAMES)
     card = write_model_card(tmp_path / "MODEL_CARD.md", info, metrics, tmp_path, [covid, normal]).read_text()
     assert "| Covid | 2 | 100% |" in card and "| Normal | 1 | 0% |" in card
-    assert "evidence for Covid sits mostly outside the lungs" in card
+    assert "evidence for Covid leans outside the lungs" in card
 
 
 def test_eval_json_and_eda(exported, dataset: Path, tmp_path: Path) -> None:
