@@ -130,9 +130,11 @@ def main(
         print(f"| {name} | {value:.2f} | {base / value:.1f}x |")
 
 
-def heatmap_cost(int8_path: Path, files: list[Path], passes: int = 5) -> None:
-    """Single-image INT8 latency with and without the maps, interleaved image by image so that the
-    machine's drift hits each alike; then drawing and writing the overlay PNG alone."""
+def heatmap_cost(int8_path: Path, files: list[Path], passes: int = 6) -> None:
+    """Single-image INT8 latency with and without the maps, in alternating blocks (each pass runs the
+    images through each variant in turn, starting with a different one each pass, so that drift hits
+    each alike; image-by-image interleaving would time each session against the previous session's
+    still-spinning threads); then drawing and writing the overlay PNG alone."""
     import onnx
 
     from cxr.runtime.heatmaps import write_png
@@ -156,11 +158,12 @@ def heatmap_cost(int8_path: Path, files: list[Path], passes: int = 5) -> None:
         for path in files[:3]:
             for run in runs.values():
                 run(path)
-        for _ in range(passes):
-            for path in files:
-                for name, run in runs.items():
+        names = list(runs)
+        for i in range(passes):
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                for path in files:
                     started = time.perf_counter()
-                    run(path)
+                    runs[name](path)
                     times[name].append(time.perf_counter() - started)
         drawing = []
         for i, path in enumerate(files):
@@ -170,7 +173,7 @@ def heatmap_cost(int8_path: Path, files: list[Path], passes: int = 5) -> None:
             drawing.append(time.perf_counter() - started)
 
     base = statistics.median(times[next(iter(runs))])
-    print(f"\nHeat maps, single image end to end, INT8, {passes} interleaved passes over {len(files)} images:\n")
+    print(f"\nHeat maps, single image end to end, INT8, {passes} alternating passes over {len(files)} images:\n")
     print("| run | p50 ms | p95 ms | p50 vs without maps |")
     print("|---|---|---|---|")
     for name, values in times.items():

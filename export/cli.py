@@ -32,7 +32,8 @@ def main(
         result = export_onnx(model, out, data)
         typer.echo(
             f"parity: max probability difference {result.max_abs_diff:.2e} over "
-            f"{result.parity_images} images (limit 1e-04)"
+            f"{result.parity_images} images (limit 1e-04); heat maps add up to the probabilities "
+            f"within {result.map_sum_diff:.2e}"
         )
         typer.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB)")
         if int8:

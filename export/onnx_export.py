@@ -39,6 +39,7 @@ HEATMAP_METHODS: dict[Head, str] = {
 class ExportResult:
     path: Path
     max_abs_diff: float  # largest probability difference, Keras against onnxruntime
+    map_sum_diff: float  # largest difference between softmax(the maps' sums + bias) and the probabilities
     parity_images: int
     size_bytes: int
     data: Path  # the data root the check used
@@ -88,21 +89,29 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     with atomic_path(out_path) as tmp:
         onnx.save(proto, tmp)
         with phase(f"Checking parity with Keras on {len(images)} images"):
-            diff = max_probability_difference(model, tmp, images)
+            diff, map_diff = parity(model, tmp, images, np.array(info.heatmaps.bias))
         if diff > PARITY_TOLERANCE:
             raise ModelError(
                 f"ONNX output differs from Keras by {diff:.2e} (> {PARITY_TOLERANCE:.0e}); not written"
             )
-    return ExportResult(out_path, diff, len(images), out_path.stat().st_size, data)
+        if map_diff > PARITY_TOLERANCE:
+            raise ModelError(
+                f"the heat maps do not add up to the probabilities (off by {map_diff:.2e}); not written"
+            )
+    return ExportResult(out_path, diff, map_diff, len(images), out_path.stat().st_size, data)
 
 
-def max_probability_difference(model: keras.Model, onnx_path: Path, images: np.ndarray) -> float:
-    """Largest absolute difference between Keras' and onnxruntime's probabilities on ``images``."""
+def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.ndarray) -> tuple[float, float]:
+    """On ``images``: the largest difference between Keras' and onnxruntime's probabilities, and
+    between onnxruntime's probabilities and the softmax of its maps' sums plus ``bias``."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     batch = images.astype(np.float32)
     expected = np.asarray(model.predict(batch, verbose=0))
-    got = session.run([PROBABILITIES], {session.get_inputs()[0].name: batch})[0]
-    return float(np.max(np.abs(expected - got)))
+    got, maps = session.run([PROBABILITIES, EVIDENCE], {session.get_inputs()[0].name: batch})
+    logits = maps.sum(axis=(2, 3)) + bias
+    from_maps = np.exp(logits - logits.max(axis=1, keepdims=True))
+    from_maps /= from_maps.sum(axis=1, keepdims=True)
+    return float(np.max(np.abs(expected - got))), float(np.max(np.abs(from_maps - got)))
 
 
 def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -21,6 +21,7 @@ runner = CliRunner()
 
 def test_export_carries_the_contract_and_matches_keras(exported, trained) -> None:
     assert exported.max_abs_diff <= 1e-4 and exported.parity_images >= 3
+    assert exported.map_sum_diff <= 1e-4
     proto = onnx.load(exported.path, load_external_data=False)
     info = ModelInfo.from_metadata({p.key: p.value for p in proto.metadata_props})
     assert info.class_names == trained.class_names
@@ -44,7 +45,7 @@ def test_export_cli_prints_parity(trained, tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     result = runner.invoke(export_app, ["--onnx", "--model", str(trained.model_path), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "max probability difference" in result.stdout and out.is_file()
+    assert "max probability difference" in result.stdout and "heat maps add up" in result.stdout and out.is_file()
 
 
 def test_export_refuses_a_parity_failure_and_writes_nothing(trained, tmp_path: Path, monkeypatch) -> None:
