@@ -1,7 +1,8 @@
 """The edge predictor: a model written by cxr-export, one onnxruntime session, reused and thread-safe.
 
 The Predictor owns how its model reads an image: ``prepare`` makes model input from any image source,
-``predict_batch`` runs the model on prepared inputs, ``predict`` and ``predict_files`` do both.
+``predict_batch`` runs the model on prepared inputs (``explain_batch`` also returns the heat maps),
+``predict`` and ``predict_files`` do both.
 """
 
 from __future__ import annotations
