@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import gradio as gr
@@ -19,6 +20,8 @@ NOTICE = (
 )
 EXAMPLES_PER_CLASS = 2
 
+log = logging.getLogger(__name__)
+
 
 def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Blocks:
     """The Blocks app; its ``predict`` endpoint is also the API (``api_name="predict"``)."""
@@ -33,7 +36,9 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
             # Name the file as the user knows it, not by Gradio's temporary path.
             prediction = predictor.predict(path, name=Path(path).name, heatmaps="all" if has_maps else "none")
         except CxrError as error:
-            raise gr.Error(str(error)) from None
+            # An expected refusal: one log line, not Gradio's traceback.
+            log.warning("refused an upload: %s", error)
+            raise gr.Error(str(error), print_exception=False) from None
         return prediction.probabilities, prediction
 
     def show(prediction: Prediction | None) -> tuple[np.ndarray | None, str | None, np.ndarray | None]:
@@ -50,9 +55,10 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
         gr.Markdown(NOTICE)
         with gr.Row():
             with gr.Column():
+                # No file_types: the content decides what a file is (a DICOM is often named without
+                # .dcm), and the predictor says in one line what it cannot read.
                 upload = gr.File(
                     label="X-ray: PNG, JPEG, BMP, TIFF or DICOM",
-                    file_types=["image", ".dcm", ".dicom"],
                     type="filepath",
                     elem_id="xray-upload",
                 )

@@ -20,6 +20,13 @@ from .dicom import is_dicom, is_dicom_bytes, read_dicom_pixels
 # A 640x640 X-ray is 0.4 MP and the largest scanners write about 4,300x3,500 (15 MP): anything far
 # beyond that is a decompression bomb or not an X-ray, and decoding it could exhaust memory.
 MAX_PIXELS = 64_000_000
+# The smallest side worth a prediction: a thumbnail or an icon is not an X-ray, and the model would
+# still answer with confidence.
+MIN_SIDE = 64
+# Images with more than 8 bits per sample are reduced (by taking every k-th pixel) to this longest
+# side before their values are stretched: a small, well-compressed 16-bit file can hold 64 megapixels,
+# and the stretch works on floats. Far above any model input size, so nothing it needs is lost.
+MAX_HIGH_BIT_SIDE = 2048
 
 RESAMPLING = Image.Resampling.BILINEAR
 
@@ -44,30 +51,47 @@ def read_rgb(source: ImageSource, min_size: int | None = None, name: str | None 
 
     ``name`` is how errors call an in-memory image (a path names itself). With ``min_size``, a JPEG
     may be decoded at a reduced scale (1/2, 1/4, 1/8) that keeps both sides at least that large:
-    several times faster for an image that will be resized down anyway.
+    several times faster for an image that will be resized down anyway. Images under MIN_SIDE a
+    side, of one uniform gray, or with NaN or infinite values are refused: any answer would be noise.
     """
-    if isinstance(source, Image.Image):
-        _check_pixels(name or "image", *source.size)
-        return _to_rgb(ImageOps.exif_transpose(source))
-    if isinstance(source, np.ndarray):
-        return _array_to_rgb(source, name or "array")
+    label = name or _label(source)
+    image = _decode(source, label, min_size)
+    low, high = image.convert("L").getextrema()
+    if low == high:
+        raise InputFileError(f"{label}: the image is one uniform gray ({low}): nothing to classify")
+    return image
+
+
+def _label(source: ImageSource) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
     if isinstance(source, bytes):
-        label, stream = name or "uploaded bytes", io.BytesIO(source)
+        return "uploaded bytes"
+    return "array" if isinstance(source, np.ndarray) else "image"
+
+
+def _decode(source: ImageSource, label: str, min_size: int | None) -> Image.Image:
+    if isinstance(source, Image.Image):
+        _check_pixels(label, *source.size)
+        return _to_rgb(ImageOps.exif_transpose(source), label)
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, label)
+    if isinstance(source, bytes):
+        stream: Path | io.BytesIO = io.BytesIO(source)
         dicom = is_dicom_bytes(source[:132])
     else:
-        label = name or str(source)
         stream = _regular_file(Path(source), label)
-        dicom = is_dicom(Path(source))
+        dicom = is_dicom(stream)
     if dicom:
-        pixels = read_dicom_pixels(stream, label, check_size=_check_pixels)
-        return _stretch_to_8bit(pixels).convert("RGB")
+        pixels = read_dicom_pixels(stream, label, check_size=_check_pixels, reduce=_reduced)
+        return _stretch_to_8bit(pixels, label).convert("RGB")
     try:
         with Image.open(stream) as image:
             _check_pixels(label, *image.size)
             if min_size and image.format == "JPEG":
                 image.draft(image.mode, (min_size, min_size))
             image.load()
-            return _to_rgb(ImageOps.exif_transpose(image))
+            return _to_rgb(ImageOps.exif_transpose(image), label)
     except InputFileError:
         raise
     except Image.DecompressionBombError:
@@ -96,18 +120,38 @@ def _array_to_rgb(pixels: np.ndarray, label: str) -> Image.Image:
     _check_pixels(label, pixels.shape[1], pixels.shape[0])
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[..., 0]
-    image = Image.fromarray(pixels) if pixels.dtype == np.uint8 else _stretch_to_8bit(pixels)
-    return image.convert("RGB")
+    if pixels.dtype == np.uint8:
+        return Image.fromarray(pixels).convert("RGB")
+    return _stretch_to_8bit(_reduced(pixels), label).convert("RGB")
 
 
 def _check_pixels(label: str, width: int, height: int) -> None:
     if width * height > MAX_PIXELS:
         raise InputFileError(f"{label}: image is {width}x{height}, over the limit of {MAX_PIXELS:,} pixels")
+    if min(width, height) < MIN_SIDE:
+        raise InputFileError(f"{label}: image is {width}x{height}, under {MIN_SIDE} pixels a side: too small to be an X-ray")
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _step(height: int, width: int) -> int:
+    """Take every k-th row and column, so that the longest side is at most MAX_HIGH_BIT_SIDE."""
+    return -(-max(height, width) // MAX_HIGH_BIT_SIDE)
+
+
+def _reduced(pixels: np.ndarray) -> np.ndarray:
+    step = _step(*pixels.shape[:2])
+    return pixels[::step, ::step]  # a view: no copy of the full-size array
+
+
+def _high_bit_values(image: Image.Image) -> np.ndarray:
+    # Row by row: a whole-image array would copy the decoded image (twice, through bytes).
+    width, height = image.size
+    step = _step(height, width)
+    return np.stack([np.asarray(image.crop((0, y, width, y + 1)))[0, ::step] for y in range(0, height, step)])
+
+
+def _to_rgb(image: Image.Image, label: str) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        return _stretch_to_8bit(np.asarray(image)).convert("RGB")
+        return _stretch_to_8bit(_high_bit_values(image), label).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
@@ -115,10 +159,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _stretch_to_8bit(pixels: np.ndarray) -> Image.Image:
+def _stretch_to_8bit(pixels: np.ndarray, label: str) -> Image.Image:
     # X-ray detectors write 10 to 16 significant bits into 16-bit files; a fixed /257 would leave a
     # 12-bit image nearly black, so the image's own range is mapped to 0-255.
     values = pixels.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise InputFileError(f"{label}: the image has NaN or infinite pixel values")
     low, high = float(values.min()), float(values.max())
     scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
     return Image.fromarray(np.round(scaled).astype(np.uint8))

@@ -31,7 +31,7 @@ def pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_dataset(
-    root: Path, per_class: dict[str, int] | None = None, size: int = 48, seed: int = 0
+    root: Path, per_class: dict[str, int] | None = None, size: int = 64, seed: int = 0
 ) -> Path:
     """Write ``root/{train,test}/<class>/*`` in a mix of PNG, JPEG and modes; return ``root``."""
     per_class = per_class or {"train": 12, "test": 4}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -14,6 +15,7 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from corpus import CASES, Case  # noqa: E402
 from cxr.demo.cli import free_port, serve  # noqa: E402
 from cxr.runtime.predictor import Predictor  # noqa: E402
 
@@ -54,6 +56,23 @@ def test_bad_upload_is_an_error_and_the_server_goes_on(client: Client, dataset: 
         client.predict(handle_file(str(bad)), api_name="/predict")
     good = client.predict(handle_file(str(dataset / "test" / "Covid" / "0.jpeg")), api_name="/predict")
     assert good["label"] == "Covid"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_the_demo_answers_each_input_in_one_line(client: Client, case: Case, tmp_path: Path, capfd, caplog) -> None:
+    if case.dicom:
+        pytest.importorskip("pydicom", reason="the dicom extra (pydicom) is not installed")
+    path = case.make(tmp_path)
+    if case.refused:
+        with caplog.at_level("WARNING", logger="cxr"):
+            with pytest.raises(AppError, match=re.escape(case.message)):
+                client.predict(handle_file(str(path)), api_name="/predict")
+        # The server logs one line for an expected refusal, not Gradio's traceback.
+        assert "Traceback" not in capfd.readouterr().err
+        logged = [r.getMessage() for r in caplog.records if path.name in r.getMessage()]
+        assert len(logged) == 1 and "\n" not in logged[0], logged
+    else:
+        assert client.predict(handle_file(str(path)), api_name="/predict")["label"]
 
 
 def test_twenty_calls_at_once(client: Client, dataset: Path) -> None:

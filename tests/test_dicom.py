@@ -42,12 +42,12 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
 
 
 def ramp() -> np.ndarray:
-    return np.tile(np.linspace(0, 4000, 64), (32, 1)).astype(np.uint16)
+    return np.tile(np.linspace(0, 4000, 128), (64, 1)).astype(np.uint16)
 
 
 def test_monochrome2_is_stretched_left_dark_right_bright(tmp_path: Path) -> None:
     image = np.asarray(read_rgb(write_dicom(tmp_path / "a.dcm", ramp())))
-    assert image.shape == (32, 64, 3)
+    assert image.shape == (64, 128, 3)
     assert image[:, 0].max() == 0 and image[:, -1].min() == 255
 
 
@@ -61,12 +61,12 @@ def test_window_is_applied(tmp_path: Path) -> None:
     # A window over the lower half of the values: everything above it saturates to white.
     path = write_dicom(tmp_path / "w.dcm", ramp(), WindowCenter=1000, WindowWidth=2000)
     image = np.asarray(read_rgb(path))[0, :, 0]
-    assert image[:30].max() < 255 and image[40:].min() == 255 and image[0] == 0
+    assert image[:60].max() < 255 and image[70:].min() == 255 and image[0] == 0
 
 
 def test_signature_without_dcm_suffix(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "scan.img", ramp())
-    assert np.asarray(read_rgb(path)).shape == (32, 64, 3)
+    assert np.asarray(read_rgb(path)).shape == (64, 128, 3)
 
 
 def test_multi_frame_is_refused(tmp_path: Path) -> None:

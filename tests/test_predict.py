@@ -107,8 +107,8 @@ def test_cli_bad_files_fail_alone_with_exit_1(exported, dataset: Path, tmp_path:
     truncated = tmp_path / "cut.jpeg"
     truncated.write_bytes(good.read_bytes()[:200])
     big = tmp_path / "big.png"
-    Image.new("L", (49, 48)).save(big)
-    monkeypatch.setattr(imaging, "MAX_PIXELS", 48 * 48)  # the synthetic images are 48x48
+    Image.new("L", (65, 64)).save(big)
+    monkeypatch.setattr(imaging, "MAX_PIXELS", 64 * 64)  # the synthetic images are 64x64
     missing = tmp_path / "missing.png"
     paths = [empty, good, text, truncated, big, missing]
     result = runner.invoke(predict_app, [*map(str, paths), "--json", "--model", str(exported.path)])
@@ -208,13 +208,13 @@ def test_any_error_reading_one_file_fails_that_file_alone(exported, dataset: Pat
 
     good = dataset / "test" / "Covid" / "0.jpeg"
     odd = tmp_path / "odd.png"
-    Image.new("L", (48, 48)).save(odd)
+    Image.new("L", (64, 48 + 32)).save(odd)
     real_to_rgb = imaging._to_rgb
 
-    def explode(image):
-        if image.size == (48, 48) and not np.asarray(image).any():
+    def explode(image, label):
+        if image.size == (64, 80):
             raise RuntimeError("decoder crashed\nwith a second line")
-        return real_to_rgb(image)
+        return real_to_rgb(image, label)
 
     monkeypatch.setattr(imaging, "_to_rgb", explode)
     csv_path = tmp_path / "out.csv"
