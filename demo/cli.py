@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
-from cxr.core.errors import CxrError, DatasetError
+from cxr.core.errors import CxrError, DatasetError, first_line
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -65,16 +65,20 @@ def serve(
     demo.queue(max_size=100)
     # Gradio explains a failed share link in a dozen lines; keep them for a one-line notice instead.
     chatter = io.StringIO()
-    with contextlib.redirect_stdout(chatter):
-        _, local_url, share_url = demo.launch(
-            server_name=host,
-            server_port=port or free_port(host, DEFAULT_PORT),
-            share=share,
-            auth=auth,
-            max_file_size=max_file_size_mb * 1024 * 1024,
-            prevent_thread_lock=True,
-            quiet=True,
-        )
+    port = port or free_port(host, DEFAULT_PORT)
+    try:
+        with contextlib.redirect_stdout(chatter):
+            _, local_url, share_url = demo.launch(
+                server_name=host,
+                server_port=port,
+                share=share,
+                auth=auth,
+                max_file_size=max_file_size_mb * 1024 * 1024,
+                prevent_thread_lock=True,
+                quiet=True,
+            )
+    except OSError as error:  # the port is taken, or the address is not this machine's
+        raise CxrError(f"cannot serve on {host}:{port}: {first_line(error)}") from None
     notice = None
     if share and not share_url:
         notice = (

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.core.datasets import check_split, class_folders, labelled_files
+from cxr.core.datasets import class_folders, labelled_files
 from cxr.core.errors import CxrError, DatasetError
 from cxr.core.figures import Panel, SplitSummary, plot_confusion, plot_dataset, plot_gallery
 from cxr.core.files import atomic_path, write_json, write_text
@@ -59,6 +59,25 @@ def splits_of(data: Path) -> dict[str, Path]:
     return named or {data.name: data}
 
 
+def evaluation_split(data: Path) -> Path:
+    """The test split of a root with splits, or a folder-per-class set itself; never training images."""
+    splits = splits_of(data)
+    if set(splits) == {data.name}:
+        return data
+    if "test" not in splits:
+        raise DatasetError(
+            f"{data} has {', '.join(sorted(splits))} but no test split: evaluating images the model "
+            f"was trained on would overstate it (pass --data {data}/{next(iter(splits))} to do so anyway)"
+        )
+    return splits["test"]
+
+
+def card_path(model: Path) -> Path:
+    """The model card beside the model, named after it: model.onnx -> MODEL_CARD.md, any other
+    (model.int8.onnx) -> MODEL_CARD.<its stem>.md, so evaluating one model never overwrites another's."""
+    return model.with_name("MODEL_CARD.md" if model.stem == "model" else f"MODEL_CARD.{model.stem}.md")
+
+
 def describe_dataset(data: Path, out: Path) -> Path:
     """Draw the data set figure (counts, shares, image sizes per label and split) to out/dataset.png."""
     summaries = []
@@ -85,8 +104,7 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     predictor = Predictor(model)
     info = predictor.info
     names = info.class_names
-    splits = splits_of(data)
-    folder = check_split(data) if set(splits) - {data.name} else data
+    folder = evaluation_split(data)
     items = labelled_files(class_folders(folder), names)
     true_of = {str(path): names[label] for path, label in items}
     outcomes = predictor.predict_files((p for p, _ in items), heatmaps="all")
@@ -138,7 +156,7 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     }
     write_json(out / "metrics.json", record)
     _write_report(out / "report.md", model, folder, metrics, mistakes, [p.name for p in written])
-    card = write_model_card(model.with_name("MODEL_CARD.md"), info, metrics, folder, mean_maps)
+    card = write_model_card(card_path(model), info, metrics, folder, mean_maps)
     written += [out / "metrics.json", out / "report.md", card]
     return EvalResult(folder, metrics, mistakes, skipped, written)
 

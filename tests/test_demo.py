@@ -101,6 +101,22 @@ def test_share_offline_fails_soft(exported, dataset: Path, monkeypatch) -> None:
         result.app.close()
 
 
+def test_a_taken_port_is_one_line(exported) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from checks import assert_one_line_error
+    from cxr.demo.cli import app as demo_app
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(demo_app, ["--model", str(exported.path), "--port", str(port)])
+    assert_one_line_error(result, f"cannot serve on 127.0.0.1:{port}")
+
+
 def test_upload_in_a_real_browser(served, dataset: Path, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")

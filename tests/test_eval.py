@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from checks import assert_one_line_error
 from synthetic import copy_dataset
 from cxr.eval.cli import app as eval_app
 from cxr.eval.metrics import bootstrap_ci, compute_metrics, roc_auc
@@ -99,6 +100,22 @@ def test_mean_maps_and_where_the_card_says_the_model_looks(exported, tmp_path: P
     card = write_model_card(tmp_path / "MODEL_CARD.md", info, metrics, tmp_path, [covid, normal]).read_text()
     assert "| Covid | 2 | 100% |" in card and "| Normal | 1 | 0% |" in card
     assert "evidence for Covid leans outside the lungs" in card
+
+
+def test_each_model_gets_its_own_card_and_training_images_are_not_a_test_set(exported, dataset: Path, tmp_path: Path) -> None:
+    models = tmp_path / "artifacts"
+    models.mkdir()
+    for name in ("model.onnx", "model.int8.onnx"):
+        shutil.copy(exported.path, models / name)
+    (models / "MODEL_CARD.md").write_text("the FP32 model's card")
+    result = runner.invoke(eval_app, ["--data", str(dataset), "--model", str(models / "model.int8.onnx"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert (models / "MODEL_CARD.md").read_text() == "the FP32 model's card"
+    assert "Not for diagnosis" in (models / "MODEL_CARD.model.int8.md").read_text()
+
+    train_only = copy_dataset(dataset / "train", tmp_path / "train-only" / "train").parent
+    result = runner.invoke(eval_app, ["--data", str(train_only), "--model", str(exported.path), "--out", str(tmp_path / "r2")])
+    assert_one_line_error(result, "no test split")
 
 
 def test_eval_json_and_eda(exported, dataset: Path, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from cxr.core import __version__
 from cxr.core.datasets import DataRoot, LabeledImages, class_counts, load_images, scan_root, stratified_split
 from cxr.core.errors import DatasetError
 from cxr.core.figures import plot_curves
-from cxr.core.files import atomic_path, write_json
+from cxr.core.files import atomic_paths, dump_json
 from cxr.core.progress import progress
 from cxr.runtime.imaging import load_image
 
@@ -268,9 +268,11 @@ def _write_run_record(
         "versions": _versions(),
     }
     history = {key: [float(v) for v in values] for key, values in history.items()}
-    with atomic_path(result.model_path) as tmp:
-        model.save(tmp)
-    write_json(out / "config.json", {**config.to_json(), "class_names": result.class_names})
-    write_json(out / "history.json", history)
-    write_json(out / "metrics.json", record)
+    # Written together: a kill part-way leaves the previous model and its own run record.
+    files = [result.model_path, out / "config.json", out / "history.json", out / "metrics.json"]
+    with atomic_paths(*files) as (model_file, config_file, history_file, metrics_file):
+        model.save(model_file)
+        dump_json(config_file, {**config.to_json(), "class_names": result.class_names})
+        dump_json(history_file, history)
+        dump_json(metrics_file, record)
     plot_curves(history, out / "curves.png")
