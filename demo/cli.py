@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,11 @@ if TYPE_CHECKING:
 app = new_app(__doc__)
 
 DEFAULT_PORT = 7860
+# As many predictions at once as there are cores, one onnxruntime thread each: the most requests/s
+# under load (benchmarks/demo_load.py, docs/RESULTS.md), where one prediction at a time on every core
+# leaves the cores idle while Gradio reads uploads and sends results.
+DEFAULT_CONCURRENCY = len(os.sched_getaffinity(0))
+DEFAULT_THREADS: int | None = 1
 PORT_TRIES = 100
 
 
@@ -52,17 +58,23 @@ def serve(
     max_file_size_mb: int = 20,
     examples: Path | None = None,
     block: bool = True,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    threads: int | None = DEFAULT_THREADS,
 ) -> Served:
-    """Start the app; with ``block=False`` return once it serves (tests, notebooks)."""
+    """Start the app; with ``block=False`` return once it serves (tests, notebooks).
+
+    ``concurrency`` predictions run at once, each on ``threads`` onnxruntime threads (None: its
+    default, one per core).
+    """
     with extra_imports("cxr-demo", "demo"):
         from .app import build_app, example_files
     from cxr.runtime.predictor import Predictor
 
-    predictor = Predictor(model)  # one onnxruntime session serves every request
+    predictor = Predictor(model, threads=threads)  # one onnxruntime session serves every request
     if examples is not None and not examples.is_dir():
         raise DatasetError(f"--examples {examples}: no such folder")
     demo = build_app(predictor, example_files(examples) if examples else None)
-    demo.queue(max_size=100)
+    demo.queue(max_size=100, default_concurrency_limit=concurrency)
     # Gradio explains a failed share link in a dozen lines; keep them for a one-line notice instead.
     chatter = io.StringIO()
     port = port or free_port(host, DEFAULT_PORT)
@@ -109,6 +121,8 @@ def main(
     auth: Annotated[str | None, typer.Option(metavar="USER:PASS", help="Credentials required to open the page.", show_default=False)] = None,
     max_file_size: Annotated[int, typer.Option(min=1, help="Largest upload in MB.")] = 20,
     examples: Annotated[Path | None, typer.Option(help="Folder-per-class set to take a few examples from.", show_default=False)] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Predictions served at once.", show_default="one per core")] = DEFAULT_CONCURRENCY,
+    threads: Annotated[int, typer.Option(min=0, help="onnxruntime threads per prediction (0: one per core).")] = DEFAULT_THREADS or 0,
     version: VersionOption = False,
 ) -> None:
     """Serve the demo until interrupted."""
@@ -119,4 +133,4 @@ def main(
             if not sep or not user or not password:
                 raise CxrError("--auth must be USER:PASS")
             credentials = (user, password)
-        serve(model, host, port or None, share, credentials, max_file_size, examples)
+        serve(model, host, port or None, share, credentials, max_file_size, examples, concurrency=concurrency, threads=threads or None)
