@@ -107,30 +107,15 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     folder = evaluation_split(data)
     items = labelled_files(class_folders(folder), names)
     true_of = {str(path): names[label] for path, label in items}
-    outcomes = predictor.predict_files((p for p, _ in items), heatmaps="all")
-    predictions: list[Prediction] = []
-    skipped: list[str] = []
-    shown: list[Prediction] = []  # drawn with their maps: every mistake, the first few right per class
-    right_shown: Counter[str] = Counter()
-    means = MeanMaps()
-    for outcome in progress(outcomes, "Evaluating", total=len(items)):
-        if isinstance(outcome, Failure):
-            log.warning("skipped %s", outcome.error)
-            skipped.append(outcome.error)
-            continue
-        true = true_of[outcome.file]
-        means.add(true, outcome.heatmaps)
-        if outcome.label != true or right_shown[true] < CORRECT_PER_CLASS:
-            right_shown[true] += outcome.label == true
-            shown.append(outcome)
-        predictions.append(replace(outcome, heatmaps=None))  # the rest need not stay in memory
-    if not predictions:
+    run = _predict_all(predictor, items, true_of)
+    if not run.predictions:
         raise DatasetError(f"{folder}: no readable images")
+    predictions, skipped = run.predictions, run.skipped
     labels = np.array([names.index(true_of[p.file]) for p in predictions])
     probabilities = np.array([[p.probabilities[n] for n in names] for p in predictions])
     metrics = compute_metrics(labels, probabilities, names)
     mistakes = [Mistake(p.file, true_of[p.file], p.label, p.probabilities) for p in predictions if p.label != true_of[p.file]]
-    mean_maps = means.means(names)
+    mean_maps = run.means.means(names)
 
     written = [describe_dataset(data, out)]
     curves = model.parent / "curves.png"  # drawn by cxr-train from its history; copied, not redrawn
@@ -139,12 +124,7 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
             shutil.copyfile(curves, tmp)
         written.append(out / "curves.png")
     plot_confusion(metrics.confusion, names, out / "confusion.png")
-    wrong = [_panel(p, true_of[p.file]) for p in shown if p.label != true_of[p.file]]
-    right = [_panel(p, true_of[p.file]) for p in shown if p.label == true_of[p.file]]
-    plot_gallery(wrong, f"Misclassified images ({len(wrong)}), with the predicted class's heat map", out / "misclassified.png", "no misclassified images")
-    plot_gallery(right, "Correct predictions, a few per class, with their heat maps", out / "correct.png", columns=CORRECT_PER_CLASS)
-    plot_gallery([_mean_panel(m) for m in mean_maps], "Where the model looks: each class's mean heat map on its own images", out / "mean_maps.png")
-    written += [out / "confusion.png", out / "misclassified.png", out / "correct.png", out / "mean_maps.png"]
+    written += [out / "confusion.png", *_draw_heatmaps(run.shown, true_of, mean_maps, out)]
 
     record = {
         "model": str(model),
@@ -159,6 +139,45 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
     card = write_model_card(card_path(model), info, metrics, folder, mean_maps)
     written += [out / "metrics.json", out / "report.md", card]
     return EvalResult(folder, metrics, mistakes, skipped, written)
+
+
+@dataclass
+class _Run:
+    predictions: list[Prediction]  # without their heat maps
+    skipped: list[str]
+    shown: list[Prediction]  # with their maps: every mistake, and the first few right per class
+    means: MeanMaps
+
+
+def _predict_all(predictor: Predictor, items: list[tuple[Path, int]], true_of: dict[str, str]) -> _Run:
+    """Predict every file with its maps, keeping the maps only of the predictions to be drawn."""
+    run = _Run([], [], [], MeanMaps())
+    right_shown: Counter[str] = Counter()
+    outcomes = predictor.predict_files((path for path, _ in items), heatmaps="all")
+    for outcome in progress(outcomes, "Evaluating", total=len(items)):
+        if isinstance(outcome, Failure):
+            log.warning("skipped %s", outcome.error)
+            run.skipped.append(outcome.error)
+            continue
+        true = true_of[outcome.file]
+        run.means.add(true, outcome.heatmaps)
+        if outcome.label != true or right_shown[true] < CORRECT_PER_CLASS:
+            right_shown[true] += outcome.label == true
+            run.shown.append(outcome)
+        run.predictions.append(replace(outcome, heatmaps=None))
+    return run
+
+
+def _draw_heatmaps(shown: list[Prediction], true_of: dict[str, str], means: list[MeanMap], out: Path) -> list[Path]:
+    wrong = [_panel(p, true_of[p.file]) for p in shown if p.label != true_of[p.file]]
+    right = [_panel(p, true_of[p.file]) for p in shown if p.label == true_of[p.file]]
+    plot_gallery(wrong, f"Misclassified images ({len(wrong)}), with the predicted class's heat map",
+                 out / "misclassified.png", empty="no misclassified images")
+    plot_gallery(right, "Correct predictions, a few per class, with their heat maps",
+                 out / "correct.png", empty="no correct predictions", columns=CORRECT_PER_CLASS)
+    plot_gallery([_mean_panel(m) for m in means], "Where the model looks: each class's mean heat map on its own images",
+                 out / "mean_maps.png")
+    return [out / "misclassified.png", out / "correct.png", out / "mean_maps.png"]
 
 
 def _panel(prediction: Prediction, true: str) -> Panel:
