@@ -30,13 +30,30 @@ class LabeledImages:
     labels: np.ndarray  # int64, (N,)
     paths: list[Path]
     skipped: list[str] = field(default_factory=list)  # "path: reason"
+    sources: np.ndarray | None = None  # int64, (N,): which data root each image came from; None: all the first
+
+    def __post_init__(self) -> None:
+        if self.sources is None:
+            self.sources = np.zeros(len(self.labels), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, indices: np.ndarray) -> LabeledImages:
         return LabeledImages(
-            self.images[indices], self.labels[indices], [self.paths[i] for i in indices]
+            self.images[indices], self.labels[indices], [self.paths[i] for i in indices], [], self.sources[indices]
+        )
+
+    @classmethod
+    def joined(cls, parts: list[LabeledImages]) -> LabeledImages:
+        """One set from each source's, in order; each part's images are marked with its position."""
+        images = [p.images for p in parts if len(p)]  # an empty part's array has no image shape
+        return cls(
+            np.concatenate(images) if images else parts[0].images,
+            np.concatenate([p.labels for p in parts]),
+            [path for p in parts for path in p.paths],
+            [reason for p in parts for reason in p.skipped],
+            np.concatenate([np.full(len(p), i, dtype=np.int64) for i, p in enumerate(parts)]),
         )
 
 
@@ -51,6 +68,39 @@ class DataRoot:
     @property
     def class_names(self) -> list[str]:
         return sorted(self.train)
+
+
+def scan_roots(roots: list[Path]) -> list[DataRoot]:
+    """Scan several data roots whose class folders match, case aside (``COVID`` is ``Covid``); each
+    root's classes are renamed to the first root's spelling. Folders that match nothing elsewhere are a
+    DatasetError listing them."""
+    scanned = [scan_root(root) for root in roots]
+    canonical = {name.casefold(): name for name in scanned[0].class_names}
+    unmatched = []
+    for data in scanned:
+        keys = {name.casefold() for name in data.class_names}
+        unmatched += [f"{data.root.name}/{n}" for n in data.class_names if n.casefold() not in canonical]
+        unmatched += [f"{data.root.name} has no {canonical[k]}" for k in canonical.keys() - keys]
+    if unmatched:
+        raise DatasetError(f"class folders differ between the data roots: {'; '.join(unmatched)}")
+    return [_renamed(data, canonical) for data in scanned]
+
+
+def _renamed(data: DataRoot, canonical: dict[str, str]) -> DataRoot:
+    def name(folder: str) -> str:
+        return canonical.get(folder.casefold(), folder)
+
+    return DataRoot(
+        data.root,
+        {name(n): files for n, files in data.train.items()},
+        {name(n): files for n, files in data.test.items()},
+    )
+
+
+def source_names(roots: list[Path]) -> list[str]:
+    """How metrics name each data root: its folder name, numbered where two share one."""
+    names = [root.name or str(root) for root in roots]
+    return [name if names.count(name) == 1 else f"{name}-{i + 1}" for i, name in enumerate(names)]
 
 
 def scan_root(root: Path) -> DataRoot:
@@ -148,7 +198,10 @@ def load_folder(
 def stratified_split(
     labels: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices into (kept, held out), holding out ``fraction`` of each class, at least one."""
+    """Split indices into (kept, held out), holding out ``fraction`` of each label, at least one.
+
+    To stratify by source and class at once, pass one label per (source, class) pair.
+    """
     rng = np.random.default_rng(seed)
     kept, held = [], []
     for label in np.unique(labels):

@@ -54,7 +54,10 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     model = _load_keras(model_path)
     size = int(config["image_size"])
     class_names = list(config["class_names"])
-    data = Path(data or config["data"])
+    # The first root: its class folders are spelled as the model's classes. (Run records from before
+    # several roots hold one path.)
+    trained_on = config["data"] if isinstance(config["data"], list) else [config["data"]]
+    data = Path(data or trained_on[0])
     contrast = config.get("contrast", "none")  # run records from before the option have none
     images = _parity_images(data, class_names, size, contrast)
     recipe = _model_recipe(config)
@@ -69,10 +72,8 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
         preprocessing={**PREPROCESSING, "in_graph": in_graph_preprocessing(recipe)},
         recipe={k: v for k, v in config.items() if k not in ("data", "out", "class_names")},
         metrics={
-            "splits": {
-                name: {key: split[key] for key in ("accuracy", "loss", "count", "per_class")}
-                for name, split in metrics["splits"].items()
-            }
+            "splits": _summaries(metrics["splits"]),
+            "sources": {source: _summaries(splits) for source, splits in metrics.get("sources", {}).items()},
         },
         versions={**metrics["versions"], "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -112,6 +113,11 @@ def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.nda
     from_maps = np.exp(logits - logits.max(axis=1, keepdims=True))
     from_maps /= from_maps.sum(axis=1, keepdims=True)
     return float(np.max(np.abs(expected - got))), float(np.max(np.abs(from_maps - got)))
+
+
+def _summaries(splits: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What the model file keeps of each split's metrics (not the confusion matrix)."""
+    return {name: {key: split[key] for key in ("accuracy", "loss", "count", "per_class")} for name, split in splits.items()}
 
 
 def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

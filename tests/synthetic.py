@@ -31,13 +31,20 @@ def pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_dataset(
-    root: Path, per_class: dict[str, int] | None = None, size: int = 64, seed: int = 0
+    root: Path,
+    per_class: dict[str, int] | None = None,
+    size: int = 64,
+    seed: int = 0,
+    names: tuple[str, ...] = CLASSES,
 ) -> Path:
-    """Write ``root/{train,test}/<class>/*`` in a mix of PNG, JPEG and modes; return ``root``."""
+    """Write ``root/{train,test}/<class>/*`` in a mix of PNG, JPEG and modes; return ``root``.
+
+    ``names`` are the class folders, in the order of the patterns (another collection may spell
+    them ``COVID``, ``normal``, ...)."""
     per_class = per_class or {"train": 12, "test": 4}
     rng = np.random.default_rng(seed)
     for split, count in per_class.items():
-        for label, name in enumerate(CLASSES):
+        for label, name in enumerate(names):
             folder = root / split / name
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from checks import assert_one_line_error
-from synthetic import FAST, copy_dataset
+from synthetic import CLASSES, FAST, copy_dataset, make_dataset
 from cxr.train.cli import app as train_app
 
 runner = CliRunner()
@@ -140,3 +140,40 @@ def test_missing_weights_file(dataset: Path, tmp_path: Path) -> None:
         train_app, ["--data", str(dataset), "--out", str(tmp_path / "o"), "--weights", str(tmp_path / "w.h5")]
     )
     assert_one_line_error(result, "no such file")
+
+
+def test_two_sources_spelled_differently_train_one_model_with_metrics_for_each(dataset: Path, tmp_path: Path) -> None:
+    from cxr.export.onnx_export import export_onnx
+    from cxr.runtime.predictor import Predictor
+
+    other = make_dataset(tmp_path / "other", seed=1, names=("COVID", "normal", "Viral pneumonia"))
+    out = tmp_path / "out"
+    result = runner.invoke(train_app, ["--data", str(dataset), "--data", str(other), "--out", str(out), *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    assert f"images of {other.name})" in result.stdout
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["class_names"] == list(CLASSES)
+    assert record["splits"]["test"]["count"] == 24 and list(record["sources"]) == [dataset.name, "other"]
+    for source in record["sources"].values():
+        # Validation is stratified by source and class: every class of every source is in it.
+        assert min(source["val"]["per_class"].values()) >= 1
+        assert source["test"]["count"] == 12
+    assert sum(s["val"]["count"] for s in record["sources"].values()) == record["splits"]["val"]["count"]
+    assert json.loads((out / "config.json").read_text())["data"] == [str(dataset.resolve()), str(other.resolve())]
+
+    info = Predictor(export_onnx(out / "model.keras", out / "model.onnx").path).info
+    assert info.metrics["sources"]["other"]["test"]["count"] == 12
+
+
+@pytest.mark.parametrize(
+    "names, needle",
+    [
+        ((*CLASSES, "Lung_Opacity"), "other/Lung_Opacity"),
+        (CLASSES[:2], "other has no Viral Pneumonia"),
+    ],
+)
+def test_sources_whose_classes_do_not_match_are_one_line(dataset: Path, tmp_path: Path, names, needle: str) -> None:
+    other = make_dataset(tmp_path / "other", per_class={"train": 2}, names=names)
+    result = runner.invoke(train_app, ["--data", str(dataset), "--data", str(other), "--out", str(tmp_path / "out"), *FAST_ARGS])
+    assert_one_line_error(result, needle)
+    assert "class folders differ between the data roots" in result.stderr

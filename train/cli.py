@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
-from cxr.core.datasets import scan_root
+from cxr.core.datasets import scan_roots
 from cxr.runtime.imaging import Contrast
 
 from .config import Head, Preprocess, TrainConfig
@@ -24,7 +24,7 @@ _OPTIONS = {f.name for f in fields(TrainConfig)}
 @app.command(cls=Command)
 def main(
     ctx: typer.Context,
-    data: Annotated[Path, typer.Option(help="Data root: DATA/train/<class>/* and optional DATA/test/<class>/*.", show_default=False)],
+    data: Annotated[list[Path], typer.Option(help="Data root: DATA/train/<class>/* and optional DATA/test/<class>/*. Repeat to train on several; their class folders must match, case aside.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Where model.keras and the run record go.")] = _DEFAULTS.out,
     weights: Annotated[str, typer.Option(envvar="CXR_VGG16_WEIGHTS", help="VGG16 base weights: imagenet (Keras download), none, or a local no-top .h5 file.")] = _DEFAULTS.weights,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs training the head on the frozen base.")] = _DEFAULTS.epochs,
@@ -50,13 +50,18 @@ def main(
 ) -> None:
     """Train the transfer model and write model.keras, metrics, history and curves to --out."""
     with boundary():
-        scan_root(data)  # a wrong --data fails here, before seconds of TensorFlow import
+        scan_roots(data)  # a wrong --data fails here, before seconds of TensorFlow import
         with extra_imports("cxr-train", "train"):
             from .trainer import train
 
         result = train(TrainConfig(**{k: v for k, v in ctx.params.items() if k in _OPTIONS}))
     for name, split in result.splits.items():
         typer.echo(f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ({split.count} images)")
+    if len(result.sources) > 1:  # each source on its own: a total can hide one that fails
+        for source, splits in result.sources.items():
+            for name, split in splits.items():
+                if name != "train":
+                    typer.echo(f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ({split.count} images of {source})")
     if result.skipped:
         typer.echo(f"skipped {len(result.skipped)} unreadable files (listed in metrics.json)")
     typer.echo(f"wrote {result.model_path} in {result.seconds['total']:.0f} s")

@@ -32,7 +32,7 @@ class ModelRecipe:
 class TrainConfig:
     """The defaults are the best recipe measured (benchmarks/recipes.py); REFERENCE_RECIPE undoes them."""
 
-    data: Path
+    data: tuple[Path, ...]  # one data root or several (a single Path is taken as one)
     out: Path = Path("artifacts")
     weights: str = "imagenet"  # imagenet | none | path to a VGG16 no-top .h5
     epochs: int = 8
@@ -58,13 +58,17 @@ class TrainConfig:
     fine_tune_epochs: int = 16
     fine_tune_learning_rate: float = 1e-5
 
+    def __post_init__(self) -> None:
+        roots = (self.data,) if isinstance(self.data, (str, Path)) else self.data
+        object.__setattr__(self, "data", tuple(Path(root) for root in roots))
+
     @property
     def model_recipe(self) -> ModelRecipe:
         return ModelRecipe(self.preprocess, self.head, self.dropout, self.augment)
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
-        values["data"] = str(self.data.resolve())
+        values["data"] = [str(root.resolve()) for root in self.data]
         values["out"] = str(self.out)
         return values
 

@@ -15,7 +15,15 @@ import keras
 import numpy as np
 
 from cxr.core import __version__
-from cxr.core.datasets import DataRoot, LabeledImages, class_counts, load_images, scan_root, stratified_split
+from cxr.core.datasets import (
+    DataRoot,
+    LabeledImages,
+    class_counts,
+    load_images,
+    scan_roots,
+    source_names,
+    stratified_split,
+)
 from cxr.core.errors import DatasetError
 from cxr.core.figures import plot_curves
 from cxr.core.files import atomic_paths, dump_json
@@ -71,6 +79,7 @@ class TrainResult:
     model_path: Path
     class_names: list[str]
     splits: dict[str, SplitMetrics]  # "train", "val", and "test" when the data has one
+    sources: dict[str, dict[str, SplitMetrics]]  # the same per data root, by source name
     skipped: list[str]
     seconds: dict[str, float]
     validation_files: list[str]  # held out of training, so other tools can check on the same images
@@ -79,10 +88,10 @@ class TrainResult:
 def train(config: TrainConfig) -> TrainResult:
     """Run the recipe in ``config`` and write model.keras and its run record under ``config.out``."""
     started = time.perf_counter()
-    data = scan_root(config.data)
-    class_names = data.class_names
+    roots = scan_roots(list(config.data))
+    class_names = roots[0].class_names
     weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
-    splits, skipped = _read_splits(config, data)
+    splits, skipped = _read_splits(config, roots, class_names)
 
     keras.utils.set_random_seed(config.seed)
     net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
@@ -114,9 +123,15 @@ def train(config: TrainConfig) -> TrainResult:
             history.setdefault(key, []).extend(values)
     fit_seconds = time.perf_counter() - t0
 
-    metrics = {
-        name: _evaluate(model, inputs[name], split, class_names, config.batch_size, name)
-        for name, split in splits.items()
+    probabilities = {name: _predict(model, inputs[name], config.batch_size, f"Evaluating ({name})") for name in splits}
+    metrics = {name: split_metrics(probabilities[name], split.labels, class_names) for name, split in splits.items()}
+    by_source = {
+        source: {
+            name: split_metrics(probabilities[name][mine], split.labels[mine], class_names)
+            for name, split in splits.items()
+            if (mine := split.sources == index).any()
+        }
+        for index, source in enumerate(source_names(list(config.data)))
     }
     seconds = {
         "features": feature_seconds,
@@ -127,6 +142,7 @@ def train(config: TrainConfig) -> TrainResult:
         model_path=config.out / "model.keras",
         class_names=class_names,
         splits=metrics,
+        sources=by_source,
         skipped=skipped,
         seconds=seconds,
         validation_files=[str(path) for path in splits["val"].paths] if "val" in splits else [],
@@ -135,19 +151,27 @@ def train(config: TrainConfig) -> TrainResult:
     return result
 
 
-def _read_splits(config: TrainConfig, data: DataRoot) -> tuple[dict[str, LabeledImages], list[str]]:
-    """Decoded train, validation (stratified from train) and test splits, and the skipped files."""
-    class_names, strict = data.class_names, config.strict
+def _read_splits(
+    config: TrainConfig, roots: list[DataRoot], class_names: list[str]
+) -> tuple[dict[str, LabeledImages], list[str]]:
+    """Decoded train, validation (stratified from train by source and class) and test splits, each
+    image marked with its source, and the skipped files."""
+    strict = config.strict
     read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
-    train_all = load_images(data.train, class_names, read, strict, "Reading train")
-    test = load_images(data.test, class_names, read, strict, "Reading test") if data.test else None
+    names = source_names([data.root for data in roots])
+    train_all = LabeledImages.joined(
+        [load_images(data.train, class_names, read, strict, f"Reading train ({name})") for data, name in zip(roots, names)]
+    )
+    test = LabeledImages.joined(
+        [load_images(data.test, class_names, read, strict, f"Reading test ({name})") for data, name in zip(roots, names)]
+    )
     for name, count in class_counts(train_all.labels, class_names).items():
         if count < 2:
             raise DatasetError(f"class {name!r} has {count} readable train images; it needs at least 2")
-    fit_idx, val_idx = stratified_split(train_all.labels, config.val_split, config.seed)
+    strata = train_all.sources * len(class_names) + train_all.labels
+    fit_idx, val_idx = stratified_split(strata, config.val_split, config.seed)
     splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx), "test": test}
-    skipped = train_all.skipped + (test.skipped if test else [])
-    return {k: split for k, split in splits.items() if split is not None and len(split)}, skipped
+    return {k: split for k, split in splits.items() if len(split)}, train_all.skipped + test.skipped
 
 
 def _fit(
@@ -220,25 +244,17 @@ def _predict(model: keras.Model, inputs: np.ndarray, batch_size: int, descriptio
     )
 
 
-def _evaluate(
-    model: keras.Model,
-    inputs: np.ndarray,
-    split: LabeledImages,
-    class_names: list[str],
-    batch_size: int,
-    name: str,
-) -> SplitMetrics:
-    probabilities = _predict(model, inputs, batch_size, f"Evaluating ({name})")
+def split_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> SplitMetrics:
     predicted = probabilities.argmax(axis=1)
     # The same clipped cross-entropy Keras reports during fit.
-    picked = np.clip(probabilities[np.arange(len(split)), split.labels], 1e-7, 1.0)
+    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
     confusion = np.zeros((len(class_names), len(class_names)), dtype=int)
-    np.add.at(confusion, (split.labels, predicted), 1)
+    np.add.at(confusion, (labels, predicted), 1)
     return SplitMetrics(
-        accuracy=float(np.mean(predicted == split.labels)),
+        accuracy=float(np.mean(predicted == labels)),
         loss=float(-np.mean(np.log(picked))),
-        count=len(split),
-        per_class=class_counts(split.labels, class_names),
+        count=len(labels),
+        per_class=class_counts(labels, class_names),
         confusion=confusion.tolist(),
     )
 
@@ -262,6 +278,7 @@ def _write_run_record(
     record: dict[str, Any] = {
         "class_names": result.class_names,
         "splits": {name: asdict(m) for name, m in result.splits.items()},
+        "sources": {source: {name: asdict(m) for name, m in splits.items()} for source, splits in result.sources.items()},
         "skipped": result.skipped,
         "validation_files": result.validation_files,
         "seconds": result.seconds,
