@@ -145,11 +145,13 @@ def check_split(root: Path) -> Path:
 
 
 def labelled_files(files: dict[str, list[Path]], class_names: list[str]) -> list[tuple[Path, int]]:
-    """``(file, class index)`` pairs; a class the model does not know is a DatasetError."""
-    unknown = sorted(set(files) - set(class_names))
+    """``(file, class index)`` pairs, folder names matched to classes case aside (``COVID`` is
+    ``Covid``); a class the model does not know is a DatasetError."""
+    index = {name.casefold(): i for i, name in enumerate(class_names)}
+    unknown = sorted(name for name in files if name.casefold() not in index)
     if unknown:
         raise DatasetError(f"classes {unknown} are not among the model's classes {class_names}")
-    return [(path, class_names.index(name)) for name, paths in files.items() for path in paths]
+    return [(path, index[name.casefold()]) for name, paths in files.items() for path in paths]
 
 
 def load_images(

@@ -28,7 +28,14 @@ LIMITATIONS = [
 ]
 
 
-def write_model_card(target: Path, info: ModelInfo, metrics: Metrics, data: Path, mean_maps: list[MeanMap]) -> Path:
+def write_model_card(
+    target: Path,
+    info: ModelInfo,
+    metrics: Metrics,
+    data: list[Path],
+    mean_maps: list[MeanMap],
+    sources: dict[str, Metrics] | None = None,
+) -> Path:
     """Write the card beside the model and return its path."""
     splits = info.metrics.get("splits", {})
     names = info.class_names
@@ -63,9 +70,10 @@ def write_model_card(target: Path, info: ModelInfo, metrics: Metrics, data: Path
     lines += [
         "",
         "## Metrics",
-        f"On `{data}` ({metrics.count} images): accuracy **{metrics.accuracy:.3f}** "
-        f"(95% bootstrap interval {low:.3f} to {high:.3f}), macro-F1 {metrics.macro_f1:.3f}.",
+        f"On {', '.join(f'`{folder}`' for folder in data)} ({metrics.count} images): accuracy "
+        f"**{metrics.accuracy:.3f}** (95% bootstrap interval {low:.3f} to {high:.3f}), macro-F1 {metrics.macro_f1:.3f}.",
         "",
+        *source_table(sources or {}),
         "| class | precision | recall | F1 |",
         "|---|---|---|---|",
         *[
@@ -113,3 +121,14 @@ def _where_it_looks(info: ModelInfo, mean_maps: list[MeanMap]) -> list[str]:
             "",
         ]
     return lines
+
+
+def source_table(sources: dict[str, Metrics]) -> list[str]:
+    """Each data root's own accuracy: a total can hide a collection on which the model fails."""
+    if not sources:
+        return []
+    lines = ["| data root | images | accuracy | 95% interval | macro-F1 |", "|---|---|---|---|---|"]
+    for name, m in sources.items():
+        low, high = m.accuracy_ci95
+        lines.append(f"| {name} | {m.count} | {m.accuracy:.3f} | {low:.3f}-{high:.3f} | {m.macro_f1:.3f} |")
+    return [*lines, ""]

@@ -16,7 +16,7 @@ app = new_app(__doc__)
 
 @app.command(cls=Command)
 def main(
-    data: Annotated[Path, typer.Option(help="A folder-per-class set, or a root with train/ and test/ (its test split is evaluated).", show_default=False)],
+    data: Annotated[list[Path], typer.Option(help="A folder-per-class set, or a root with train/ and test/ (its test split is evaluated). Repeat to evaluate several, each on its own and together.", show_default=False)],
     model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="FP32 or INT8 model from cxr-export.")] = Path("artifacts/model.onnx"),
     out: Annotated[Path, typer.Option(help="Where metrics.json, report.md and the figures go.")] = Path("reports"),
     eda: Annotated[bool, typer.Option("--eda", help="Only draw the data set's own figure; no model needed.")] = False,
@@ -33,12 +33,15 @@ def main(
         result = evaluate(data, model, out)
     metrics = result.metrics
     if as_json:
-        typer.echo(json.dumps(asdict(metrics)))
+        typer.echo(json.dumps({**asdict(metrics), "sources": {k: asdict(m) for k, m in result.sources.items()}}))
         return
-    low, high = metrics.accuracy_ci95
-    typer.echo(
-        f"accuracy {metrics.accuracy:.3f} (95% CI {low:.3f}-{high:.3f}) on {metrics.count} images, "
-        f"macro-F1 {metrics.macro_f1:.3f}, {len(result.mistakes)} misclassified"
-    )
+    for name, m in {**result.sources, "all": metrics}.items():
+        low, high = m.accuracy_ci95
+        where = f"{name}: " if result.sources else ""
+        typer.echo(
+            f"{where}accuracy {m.accuracy:.3f} (95% CI {low:.3f}-{high:.3f}) on {m.count} images, "
+            f"macro-F1 {m.macro_f1:.3f}"
+        )
+    typer.echo(f"{len(result.mistakes)} misclassified")
     for path in result.written:
         typer.echo(f"wrote {path}")

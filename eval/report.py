@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.core.datasets import class_folders, labelled_files
+from cxr.core.datasets import class_folders, labelled_files, source_names
 from cxr.core.errors import CxrError, DatasetError
 from cxr.core.figures import Panel, SplitSummary, plot_confusion, plot_dataset, plot_gallery
 from cxr.core.files import atomic_path, write_json, write_text
@@ -20,7 +20,7 @@ from cxr.core.progress import progress
 from cxr.runtime.imaging import read_rgb
 from cxr.runtime.predictor import Failure, Prediction, Predictor
 
-from .card import write_model_card
+from .card import source_table, write_model_card
 from .looks import MeanMap, MeanMaps
 from .metrics import Metrics, compute_metrics
 
@@ -44,8 +44,9 @@ class Mistake:
 
 @dataclass
 class EvalResult:
-    data: Path  # the folder-per-class set that was evaluated
-    metrics: Metrics
+    data: list[Path]  # the folder-per-class sets that were evaluated, one per data root
+    metrics: Metrics  # all of them together
+    sources: dict[str, Metrics]  # each data root's own, when there are several
     mistakes: list[Mistake]
     skipped: list[str]
     written: list[Path]
@@ -78,46 +79,59 @@ def card_path(model: Path) -> Path:
     return model.with_name("MODEL_CARD.md" if model.stem == "model" else f"MODEL_CARD.{model.stem}.md")
 
 
-def describe_dataset(data: Path, out: Path) -> Path:
-    """Draw the data set figure (counts, shares, image sizes per label and split) to out/dataset.png."""
+def describe_dataset(roots: list[Path], out: Path) -> Path:
+    """Draw the data set figure (counts, shares, image sizes per label and split; with several roots,
+    per root and split) to out/dataset.png. Class folders are matched case aside."""
     summaries = []
-    names: set[str] = set()
-    for split, folder in splits_of(data).items():
-        files = class_folders(folder)
-        names.update(files)
-        summaries.append(
-            SplitSummary(
-                name=split,
-                counts={name: len(paths) for name, paths in files.items()},
-                sizes={name: [s for s in map(_image_size, paths) if s] for name, paths in files.items()},
+    spelling: dict[str, str] = {}  # the first spelling met names a class
+    for source, root in zip(source_names(roots), roots):
+        for split, folder in splits_of(root).items():
+            files: dict[str, list[Path]] = {}
+            for name, paths in class_folders(folder).items():
+                files[spelling.setdefault(name.casefold(), name)] = paths
+            summaries.append(
+                SplitSummary(
+                    name=split if len(roots) == 1 else f"{source}/{split}",
+                    counts={name: len(paths) for name, paths in files.items()},
+                    sizes={name: [s for s in map(_image_size, paths) if s] for name, paths in files.items()},
+                )
             )
-        )
-    if not names or not any(sum(s.counts.values()) for s in summaries):
-        raise DatasetError(f"{data}: no class folders with images")
+    if not spelling or not any(sum(s.counts.values()) for s in summaries):
+        raise DatasetError(f"{', '.join(map(str, roots))}: no class folders with images")
     target = out / "dataset.png"
-    plot_dataset(summaries, sorted(names), target)
+    plot_dataset(summaries, sorted(spelling.values()), target)
     return target
 
 
-def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
-    """Evaluate ``model`` on ``data`` (its test split if it has one) and write everything to ``out``."""
+def evaluate(roots: list[Path], model: Path, out: Path) -> EvalResult:
+    """Evaluate ``model`` on each data root (its test split if it has one), each on its own and all
+    together, and write everything to ``out``."""
     predictor = Predictor(model)
     info = predictor.info
     names = info.class_names
-    folder = evaluation_split(data)
-    items = labelled_files(class_folders(folder), names)
+    folders = [evaluation_split(root) for root in roots]
+    sourced = [
+        (source, item)
+        for source, folder in zip(source_names(roots), folders)
+        for item in labelled_files(class_folders(folder), names)
+    ]
+    items = [item for _, item in sourced]
     true_of = {str(path): names[label] for path, label in items}
+    source_of = {str(path): source for source, (path, _) in sourced}
     run = _predict_all(predictor, items, true_of)
     if not run.predictions:
-        raise DatasetError(f"{folder}: no readable images")
+        raise DatasetError(f"{', '.join(map(str, folders))}: no readable images")
     predictions, skipped = run.predictions, run.skipped
-    labels = np.array([names.index(true_of[p.file]) for p in predictions])
-    probabilities = np.array([[p.probabilities[n] for n in names] for p in predictions])
-    metrics = compute_metrics(labels, probabilities, names)
+    metrics = _metrics(predictions, true_of, names)
+    sources = {
+        source: _metrics([p for p in predictions if source_of[p.file] == source], true_of, names)
+        for source in source_names(roots)
+        if len(roots) > 1 and any(source_of[p.file] == source for p in predictions)
+    }
     mistakes = [Mistake(p.file, true_of[p.file], p.label, p.probabilities) for p in predictions if p.label != true_of[p.file]]
     mean_maps = run.means.means(names)
 
-    written = [describe_dataset(data, out)]
+    written = [describe_dataset(roots, out)]
     curves = model.parent / "curves.png"  # drawn by cxr-train from its history; copied, not redrawn
     if curves.is_file():
         with atomic_path(out / "curves.png") as tmp:
@@ -128,17 +142,24 @@ def evaluate(data: Path, model: Path, out: Path) -> EvalResult:
 
     record = {
         "model": str(model),
-        "data": str(folder),
+        "data": [str(folder) for folder in folders],
         "metrics": asdict(metrics),
+        "sources": {source: asdict(m) for source, m in sources.items()},
         "misclassified": [asdict(m) for m in mistakes],
         "skipped": skipped,
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out / "metrics.json", record)
-    _write_report(out / "report.md", model, folder, metrics, mistakes, [p.name for p in written])
-    card = write_model_card(card_path(model), info, metrics, folder, mean_maps)
+    _write_report(out / "report.md", model, folders, metrics, sources, mistakes, [p.name for p in written])
+    card = write_model_card(card_path(model), info, metrics, folders, mean_maps, sources)
     written += [out / "metrics.json", out / "report.md", card]
-    return EvalResult(folder, metrics, mistakes, skipped, written)
+    return EvalResult(folders, metrics, sources, mistakes, skipped, written)
+
+
+def _metrics(predictions: list[Prediction], true_of: dict[str, str], names: list[str]) -> Metrics:
+    labels = np.array([names.index(true_of[p.file]) for p in predictions])
+    probabilities = np.array([[p.probabilities[n] for n in names] for p in predictions])
+    return compute_metrics(labels, probabilities, names)
 
 
 @dataclass
@@ -203,16 +224,25 @@ def _image_size(path: Path) -> tuple[int, int] | None:
 
 
 def _write_report(
-    target: Path, model: Path, data: Path, metrics: Metrics, mistakes: list[Mistake], figures: list[str]
+    target: Path,
+    model: Path,
+    data: list[Path],
+    metrics: Metrics,
+    sources: dict[str, Metrics],
+    mistakes: list[Mistake],
+    figures: list[str],
 ) -> None:
     low, high = metrics.accuracy_ci95
     lines = [
         f"# Evaluation of `{model.name}`",
         "",
-        f"Data: `{data}` ({metrics.count} images). Research and teaching only, not a diagnosis.",
+        f"Data: {', '.join(f'`{folder}`' for folder in data)} ({metrics.count} images). "
+        "Research and teaching only, not a diagnosis.",
         "",
         f"**Accuracy {metrics.accuracy:.3f}** (95% bootstrap interval {low:.3f} to {high:.3f}), "
         f"macro-F1 {metrics.macro_f1:.3f}.",
+        "",
+        *source_table(sources),
         "",
         "| class | precision | recall | F1 | ROC AUC (one-vs-rest) | images |",
         "|---|---|---|---|---|---|",

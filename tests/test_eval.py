@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from checks import assert_one_line_error
-from synthetic import copy_dataset
+from synthetic import copy_dataset, make_dataset
 from cxr.eval.cli import app as eval_app
 from cxr.eval.metrics import bootstrap_ci, compute_metrics, roc_auc
 
@@ -97,7 +97,7 @@ def test_mean_maps_and_where_the_card_says_the_model_looks(exported, tmp_path: P
     info = Predictor(exported.path).info
     info = replace(info, heatmaps=replace(info.heatmaps, grid=(7, 7)))
     metrics = compute_metrics(np.array([0, 1]), np.eye(3)[[0, 1]], NAMES)
-    card = write_model_card(tmp_path / "MODEL_CARD.md", info, metrics, tmp_path, [covid, normal]).read_text()
+    card = write_model_card(tmp_path / "MODEL_CARD.md", info, metrics, [tmp_path], [covid, normal]).read_text()
     assert "| Covid | 2 | 100% |" in card and "| Normal | 1 | 0% |" in card
     assert "evidence for Covid leans outside the lungs" in card
 
@@ -116,6 +116,22 @@ def test_each_model_gets_its_own_card_and_training_images_are_not_a_test_set(exp
     train_only = copy_dataset(dataset / "train", tmp_path / "train-only" / "train").parent
     result = runner.invoke(eval_app, ["--data", str(train_only), "--model", str(exported.path), "--out", str(tmp_path / "r2")])
     assert_one_line_error(result, "no test split")
+
+
+def test_several_roots_are_evaluated_each_on_its_own_and_together(exported, dataset: Path, tmp_path: Path) -> None:
+    other = make_dataset(tmp_path / "other", per_class={"train": 2, "test": 4}, seed=3, names=("COVID", "normal", "Viral pneumonia"))
+    out = tmp_path / "r"
+    result = runner.invoke(eval_app, ["--data", str(dataset), "--data", str(other), "--model", str(exported.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"{dataset.name}: accuracy") and lines[1].startswith("other: accuracy")
+    assert lines[2].startswith("all: accuracy") and "on 24 images" in lines[2]
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["metrics"]["count"] == 24 and [m["count"] for m in record["sources"].values()] == [12, 12]
+    assert "| other | 12 |" in (out / "report.md").read_text()
+    assert "| other | 12 |" in (exported.path.parent / "MODEL_CARD.md").read_text()
+    with Image.open(out / "dataset.png") as figure:  # four columns: two roots, two splits each
+        assert figure.width >= 1500
 
 
 def test_eval_json_and_eda(exported, dataset: Path, tmp_path: Path) -> None:
