@@ -7,7 +7,10 @@ the one definition in ``cxr.runtime.imaging``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +19,13 @@ import numpy as np
 
 from .errors import DatasetError, InputFileError
 from .progress import progress
+from .sources import cache_dir, download, is_kaggle
 
 log = logging.getLogger(__name__)
 
 Reader = Callable[[Path], np.ndarray]  # a file -> model input, raising InputFileError
+
+MADE_TEST_SHARE = 0.2  # of each class, held out as the test split of a collection that has none
 
 
 @dataclass
@@ -70,11 +76,59 @@ class DataRoot:
         return sorted(self.train)
 
 
-def scan_roots(roots: list[Path]) -> list[DataRoot]:
-    """Scan several data roots whose class folders match, case aside (``COVID`` is ``Covid``); each
-    root's classes are renamed to the first root's spelling. Folders that match nothing elsewhere are a
-    DatasetError listing them."""
-    scanned = [scan_root(root) for root in roots]
+def open_root(spec: Path) -> Path:
+    """The local data root for a ``--data`` value: the folder as given, or a ``kaggle:`` download,
+    given train and test splits by cxr when it has none (links in cxr's cache; the download is kept
+    as it is)."""
+    if not is_kaggle(spec):
+        return Path(spec)
+    folder = download(spec)
+    return folder if (folder / "train").is_dir() else _made_split(folder)
+
+
+def _made_split(folder: Path) -> Path:
+    """``train/`` and ``test/`` (MADE_TEST_SHARE of each class, the same draw every time) of links
+    to a folder-per-class set's files, built once per download."""
+    target = cache_dir() / "splits" / hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    if target.is_dir():
+        return target
+    building = target.with_name(f".{target.name}.{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    rng = np.random.default_rng(0)
+    for name, paths in class_folders(folder).items():
+        tested = set(rng.permutation(len(paths))[: round(MADE_TEST_SHARE * len(paths))])
+        for i, path in enumerate(paths):
+            link = building / ("test" if i in tested else "train") / name / path.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(path.resolve())
+    try:
+        building.rename(target)  # whole or not at all; another process may have built it first
+    except OSError:
+        shutil.rmtree(building, ignore_errors=True)
+    log.info("%s has no train/test split: made one (%.0f%% test) in %s", folder, MADE_TEST_SHARE * 100, target)
+    return target
+
+
+def pick_classes(data: DataRoot, classes: tuple[str, ...], label: str) -> DataRoot:
+    """Only ``classes`` (matched case aside) of a root; one it lacks is a DatasetError naming ``label``."""
+    if not classes:
+        return data
+    wanted = {name.casefold() for name in classes}
+    missing = wanted - {name.casefold() for name in data.train}
+    if missing:
+        raise DatasetError(f"{label}: no class folder for {sorted(missing)} (it has {data.class_names})")
+    return DataRoot(
+        data.root,
+        {n: files for n, files in data.train.items() if n.casefold() in wanted},
+        {n: files for n, files in data.test.items() if n.casefold() in wanted},
+    )
+
+
+def scan_roots(roots: list[Path], classes: tuple[str, ...] = ()) -> list[DataRoot]:
+    """Scan several data roots (or ``kaggle:`` handles) whose class folders match, case aside
+    (``COVID`` is ``Covid``), keeping only ``classes`` when given; each root's classes are renamed to
+    the first root's spelling. Folders that match nothing elsewhere are a DatasetError listing them."""
+    scanned = [pick_classes(scan_root(open_root(root)), classes, str(root)) for root in roots]
     canonical = {name.casefold(): name for name in scanned[0].class_names}
     unmatched = []
     for data in scanned:
@@ -120,11 +174,15 @@ def scan_root(root: Path) -> DataRoot:
 
 
 def class_folders(root: Path) -> dict[str, list[Path]]:
-    """Map each class folder under ``root`` to its files, both sorted; hidden entries are ignored."""
+    """Map each class folder under ``root`` to its files, both sorted; hidden entries are ignored.
+
+    A class folder with an ``images`` folder is read from there alone: collections such as the
+    COVID-19 Radiography Database keep lung masks beside the X-rays, and a mask is not an X-ray.
+    """
     if not root.is_dir():
         raise DatasetError(f"{root}: no such data folder")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return {folder.name: files_under(folder) for folder in folders}
+    return {folder.name: files_under(folder / "images" if (folder / "images").is_dir() else folder) for folder in folders}
 
 
 def files_under(folder: Path) -> list[Path]:
@@ -186,10 +244,12 @@ def load_folder(
     description: str = "Reading images",
 ) -> LabeledImages:
     """A folder-per-class set, decoded: all of it, or about ``limit`` images with every class in.
+    Folders of other classes than ``class_names`` are left out (a collection may have more).
 
     Raises DatasetError when nothing in it can be read.
     """
-    files = class_folders(folder)
+    known = {name.casefold() for name in class_names}
+    files = {name: paths for name, paths in class_folders(folder).items() if name.casefold() in known}
     chosen = sample_files(files, limit) if limit else files
     images = load_images(chosen, class_names, read, description=description)
     if not len(images):

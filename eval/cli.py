@@ -16,8 +16,9 @@ app = new_app(__doc__)
 
 @app.command(cls=Command)
 def main(
-    data: Annotated[list[Path], typer.Option(help="A folder-per-class set, or a root with train/ and test/ (its test split is evaluated). Repeat to evaluate several, each on its own and together.", show_default=False)],
+    data: Annotated[list[Path], typer.Option(help="A folder-per-class set, or a root with train/ and test/ (its test split is evaluated). Or kaggle:OWNER/NAME. Repeat to evaluate several, each on its own and together.", show_default=False)],
     model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="FP32 or INT8 model from cxr-export.")] = Path("artifacts/model.onnx"),
+    classes: Annotated[list[str], typer.Option(help="Evaluate these class folders only (repeat; matched case aside). Default: all.", show_default=False)] = [],
     out: Annotated[Path, typer.Option(help="Where metrics.json, report.md and the figures go.")] = Path("reports"),
     eda: Annotated[bool, typer.Option("--eda", help="Only draw the data set's own figure; no model needed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
@@ -30,7 +31,7 @@ def main(
         if eda:
             typer.echo(f"wrote {describe_dataset(data, out)}")
             return
-        result = evaluate(data, model, out)
+        result = evaluate(data, model, out, tuple(classes))
     metrics = result.metrics
     if as_json:
         typer.echo(json.dumps({**asdict(metrics), "sources": {k: asdict(m) for k, m in result.sources.items()}}))

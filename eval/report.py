@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.core.datasets import class_folders, labelled_files, source_names
+from cxr.core.datasets import class_folders, labelled_files, open_root, source_names
 from cxr.core.errors import CxrError, DatasetError
 from cxr.core.figures import Panel, SplitSummary, plot_confusion, plot_dataset, plot_gallery
 from cxr.core.files import atomic_path, write_json, write_text
@@ -85,7 +85,7 @@ def describe_dataset(roots: list[Path], out: Path) -> Path:
     summaries = []
     spelling: dict[str, str] = {}  # the first spelling met names a class
     for source, root in zip(source_names(roots), roots):
-        for split, folder in splits_of(root).items():
+        for split, folder in splits_of(open_root(root)).items():
             files: dict[str, list[Path]] = {}
             for name, paths in class_folders(folder).items():
                 files[spelling.setdefault(name.casefold(), name)] = paths
@@ -103,17 +103,20 @@ def describe_dataset(roots: list[Path], out: Path) -> Path:
     return target
 
 
-def evaluate(roots: list[Path], model: Path, out: Path) -> EvalResult:
-    """Evaluate ``model`` on each data root (its test split if it has one), each on its own and all
-    together, and write everything to ``out``."""
+def evaluate(roots: list[Path], model: Path, out: Path, classes: tuple[str, ...] = ()) -> EvalResult:
+    """Evaluate ``model`` on each data root (its test split if it has one; only ``classes`` when
+    given), each on its own and all together, and write everything to ``out``."""
     predictor = Predictor(model)
     info = predictor.info
     names = info.class_names
-    folders = [evaluation_split(root) for root in roots]
+    folders = [evaluation_split(open_root(root)) for root in roots]
+    wanted = {name.casefold() for name in classes}
     sourced = [
         (source, item)
         for source, folder in zip(source_names(roots), folders)
-        for item in labelled_files(class_folders(folder), names)
+        for item in labelled_files(
+            {n: files for n, files in class_folders(folder).items() if not wanted or n.casefold() in wanted}, names
+        )
     ]
     items = [item for _, item in sourced]
     true_of = {str(path): names[label] for path, label in items}

@@ -17,7 +17,7 @@ import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
 
-from cxr.core.datasets import check_split, load_folder
+from cxr.core.datasets import check_split, load_folder, open_root
 from cxr.core.errors import DatasetError, ModelError, first_line
 from cxr.core.files import atomic_path, located
 from cxr.core.progress import phase
@@ -57,7 +57,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     # The first root: its class folders are spelled as the model's classes. (Run records from before
     # several roots hold one path.)
     trained_on = config["data"] if isinstance(config["data"], list) else [config["data"]]
-    data = Path(data or trained_on[0])
+    data = open_root(Path(data or trained_on[0]))
     contrast = config.get("contrast", "none")  # run records from before the option have none
     images = _parity_images(data, class_names, size, contrast)
     recipe = _model_recipe(config)

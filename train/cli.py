@@ -24,8 +24,9 @@ _OPTIONS = {f.name for f in fields(TrainConfig)}
 @app.command(cls=Command)
 def main(
     ctx: typer.Context,
-    data: Annotated[list[Path], typer.Option(help="Data root: DATA/train/<class>/* and optional DATA/test/<class>/*. Repeat to train on several; their class folders must match, case aside.", show_default=False)],
+    data: Annotated[list[Path], typer.Option(help="Data root: DATA/train/<class>/* and optional DATA/test/<class>/*. Or kaggle:OWNER/NAME (downloaded once with kagglehub). Repeat to train on several; their class folders must match, case aside.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Where model.keras and the run record go.")] = _DEFAULTS.out,
+    classes: Annotated[list[str], typer.Option(help="Train on these class folders only (repeat; matched case aside). Default: all.", show_default=False)] = list(_DEFAULTS.classes),
     weights: Annotated[str, typer.Option(envvar="CXR_VGG16_WEIGHTS", help="VGG16 base weights: imagenet (Keras download), none, or a local no-top .h5 file.")] = _DEFAULTS.weights,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs training the head on the frozen base.")] = _DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per gradient step.")] = _DEFAULTS.batch_size,
@@ -50,7 +51,7 @@ def main(
 ) -> None:
     """Train the transfer model and write model.keras, metrics, history and curves to --out."""
     with boundary():
-        scan_roots(data)  # a wrong --data fails here, before seconds of TensorFlow import
+        scan_roots(data, tuple(classes))  # a wrong --data fails here, before seconds of TensorFlow import
         with extra_imports("cxr-train", "train"):
             from .trainer import train
 

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from cxr.core.sources import is_kaggle
 from cxr.runtime.imaging import Contrast
 
 Preprocess = Literal["scale", "vgg"]  # scale: pixels / 255 (reference); vgg: ImageNet means subtracted
@@ -32,8 +33,9 @@ class ModelRecipe:
 class TrainConfig:
     """The defaults are the best recipe measured (benchmarks/recipes.py); REFERENCE_RECIPE undoes them."""
 
-    data: tuple[Path, ...]  # one data root or several (a single Path is taken as one)
+    data: tuple[Path, ...]  # data roots or kaggle:OWNER/NAME handles (a single Path is taken as one)
     out: Path = Path("artifacts")
+    classes: tuple[str, ...] = ()  # only these class folders (matched case aside); empty: all
     weights: str = "imagenet"  # imagenet | none | path to a VGG16 no-top .h5
     epochs: int = 8
     batch_size: int = 32
@@ -61,6 +63,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         roots = (self.data,) if isinstance(self.data, (str, Path)) else self.data
         object.__setattr__(self, "data", tuple(Path(root) for root in roots))
+        object.__setattr__(self, "classes", tuple(self.classes))
 
     @property
     def model_recipe(self) -> ModelRecipe:
@@ -68,7 +71,8 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
-        values["data"] = [str(root.resolve()) for root in self.data]
+        values["data"] = [str(root) if is_kaggle(root) else str(root.resolve()) for root in self.data]
+        values["classes"] = list(self.classes)
         values["out"] = str(self.out)
         return values
 

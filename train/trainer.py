@@ -88,7 +88,7 @@ class TrainResult:
 def train(config: TrainConfig) -> TrainResult:
     """Run the recipe in ``config`` and write model.keras and its run record under ``config.out``."""
     started = time.perf_counter()
-    roots = scan_roots(list(config.data))
+    roots = scan_roots(list(config.data), config.classes)
     class_names = roots[0].class_names
     weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
     splits, skipped = _read_splits(config, roots, class_names)
@@ -158,7 +158,7 @@ def _read_splits(
     image marked with its source, and the skipped files."""
     strict = config.strict
     read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
-    names = source_names([data.root for data in roots])
+    names = source_names(list(config.data))
     train_all = LabeledImages.joined(
         [load_images(data.train, class_names, read, strict, f"Reading train ({name})") for data, name in zip(roots, names)]
     )
