@@ -42,7 +42,7 @@ class ExportResult:
     map_sum_diff: float  # largest difference between softmax(the maps' sums + bias) and the probabilities
     parity_images: int
     size_bytes: int
-    data: Path  # the data root the check used
+    data: list[Path]  # the data roots: the parity check used the first, INT8 uses them all
 
 
 def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> ExportResult:
@@ -57,7 +57,8 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     # The first root: its class folders are spelled as the model's classes. (Run records from before
     # several roots hold one path.)
     trained_on = config["data"] if isinstance(config["data"], list) else [config["data"]]
-    data = open_root(Path(data or trained_on[0]))
+    roots = [open_root(Path(root)) for root in ([data] if data else trained_on)]
+    data = roots[0]
     contrast = config.get("contrast", "none")  # run records from before the option have none
     images = _parity_images(data, class_names, size, contrast)
     recipe = _model_recipe(config)
@@ -99,7 +100,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
             raise ModelError(
                 f"the heat maps do not add up to the probabilities (off by {map_diff:.2e}); not written"
             )
-    return ExportResult(out_path, diff, map_diff, len(images), out_path.stat().st_size, data)
+    return ExportResult(out_path, diff, map_diff, len(images), out_path.stat().st_size, roots)
 
 
 def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.ndarray) -> tuple[float, float]:

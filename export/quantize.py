@@ -43,12 +43,21 @@ class _Images(CalibrationDataReader):
         return None if batch is None else {self._input: batch}
 
 
-def export_int8(fp32_path: Path, out_path: Path, data: Path) -> Int8Result:
-    """Quantize ``fp32_path``; refuse (write nothing) if top-1 agreement on the test split is < 99%."""
+def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path]) -> Int8Result:
+    """Quantize ``fp32_path``, calibrated on the train splits of ``data`` (one root or several); refuse
+    (write nothing) if top-1 agreement on their test splits is < 99%."""
     fp32 = Predictor(fp32_path, provider="cpu")
     names = fp32.info.class_names
-    calibration = load_folder(data / "train", names, fp32.prepare, CALIBRATION_IMAGES, "Calibration images").images
-    test = load_folder(check_split(data), names, fp32.prepare, description="Agreement images").images
+    roots = data if isinstance(data, list) else [data]
+    # Calibrated on every root's training images and checked on every root's test split, so that no
+    # collection's range of activations is clipped.
+    per_root = -(-CALIBRATION_IMAGES // len(roots))
+    calibration = np.concatenate(
+        [load_folder(root / "train", names, fp32.prepare, per_root, "Calibration images").images for root in roots]
+    )
+    test = np.concatenate(
+        [load_folder(check_split(root), names, fp32.prepare, description="Agreement images").images for root in roots]
+    )
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"

@@ -144,6 +144,7 @@ def test_missing_weights_file(dataset: Path, tmp_path: Path) -> None:
 
 def test_two_sources_spelled_differently_train_one_model_with_metrics_for_each(dataset: Path, tmp_path: Path) -> None:
     from cxr.export.onnx_export import export_onnx
+    from cxr.export.quantize import export_int8
     from cxr.runtime.predictor import Predictor
 
     other = make_dataset(tmp_path / "other", seed=1, names=("COVID", "normal", "Viral pneumonia"))
@@ -161,8 +162,10 @@ def test_two_sources_spelled_differently_train_one_model_with_metrics_for_each(d
     assert sum(s["val"]["count"] for s in record["sources"].values()) == record["splits"]["val"]["count"]
     assert json.loads((out / "config.json").read_text())["data"] == [str(dataset.resolve()), str(other.resolve())]
 
-    info = Predictor(export_onnx(out / "model.keras", out / "model.onnx").path).info
-    assert info.metrics["sources"]["other"]["test"]["count"] == 12
+    exported = export_onnx(out / "model.keras", out / "model.onnx")
+    assert Predictor(exported.path).info.metrics["sources"]["other"]["test"]["count"] == 12
+    # INT8 is calibrated and checked on both roots.
+    assert export_int8(exported.path, out / "model.int8.onnx", exported.data).test_images == 24
 
 
 @pytest.mark.parametrize(
