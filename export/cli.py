@@ -41,7 +41,7 @@ def main(
             typer.echo(
                 f"int8: top-1 agreement with FP32 {quantized.agreement:.1%} over "
                 f"{quantized.test_images} images (minimum 99%); heat maps' correlation with FP32's "
-                f"{quantized.map_correlation:.3f}"
+                f"{quantized.map_correlation:.4f}"
             )
             typer.echo(
                 f"wrote {quantized.path} ({quantized.fp32_bytes / 1e6:.1f} MB -> "
