@@ -7,11 +7,13 @@ the one definition in ``cxr.runtime.imaging``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 Reader = Callable[[Path], np.ndarray]  # a file -> model input, raising InputFileError
 
 MADE_TEST_SHARE = 0.2  # of each class, held out as the test split of a collection that has none
+DECODERS = len(os.sched_getaffinity(0))  # threads decoding images: one per core
 
 
 @dataclass
@@ -219,21 +222,35 @@ def load_images(
     strict: bool = False,
     description: str = "Reading images",
 ) -> LabeledImages:
-    """Decode every file; an unreadable one is skipped with a warning, or an error when ``strict``."""
+    """Decode every file, on every core; an unreadable one is skipped with a warning, or an error
+    when ``strict``. ``read`` must be safe to call from several threads (cxr's readers are)."""
+    items = labelled_files(files, class_names)
     images, labels, paths, skipped = [], [], [], []
-    for path, label in progress(labelled_files(files, class_names), description):
-        try:
-            images.append(read(path))
-        except InputFileError as error:
-            if strict:
-                raise DatasetError(f"{error} (--strict)") from None
-            log.warning("skipped %s", error)
-            skipped.append(str(error))
-            continue
-        labels.append(label)
-        paths.append(path)
+    # Pillow and numpy release the GIL while they decode and resize, so threads use every core.
+    pool = ThreadPoolExecutor(DECODERS)
+    try:
+        decoded = pool.map(functools.partial(_attempt, read), [path for path, _ in items])
+        for (path, label), outcome in progress(zip(items, decoded), description, total=len(items)):
+            if isinstance(outcome, InputFileError):
+                if strict:
+                    raise DatasetError(f"{outcome} (--strict)") from None
+                log.warning("skipped %s", outcome)
+                skipped.append(str(outcome))
+                continue
+            images.append(outcome)
+            labels.append(label)
+            paths.append(path)
+    finally:
+        pool.shutdown(cancel_futures=True)
     stacked = np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
     return LabeledImages(stacked, np.asarray(labels, dtype=np.int64), paths, skipped)
+
+
+def _attempt(read: Reader, path: Path) -> np.ndarray | InputFileError:
+    try:
+        return read(path)
+    except InputFileError as error:
+        return error
 
 
 def load_folder(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import warnings
 from collections.abc import Callable
@@ -42,6 +43,7 @@ def read_dicom_pixels(
     ``reduce`` shrinks the decoded stored values before the LUTs turn them into floats. Returns a
     float array, (H, W) for grayscale or (H, W, 3) for colour, in the file's own units. pydicom's
     warnings about a file are not printed: what matters reaches the caller as one InputFileError.
+    Safe to call from several threads at once.
     """
     try:
         import pydicom
@@ -50,31 +52,37 @@ def read_dicom_pixels(
         raise MissingDependencyError(
             f"{label}: reading DICOM needs the dicom extra: pip install 'cxr[dicom]'"
         ) from None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            dataset = pydicom.dcmread(source)
-        except Exception as error:  # pydicom raises many types for damaged files
-            raise InputFileError(f"{label}: cannot read DICOM ({first_line(error)})") from None
-        _check_is_image(dataset, label)
-        check_size(label, int(dataset.Columns), int(dataset.Rows))
-        try:
-            pixels = reduce(dataset.pixel_array)
-        except Exception as error:
-            raise _decode_error(dataset, label, error) from None
-        photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
-        try:
-            if photometric == "PALETTE COLOR":
-                return apply_color_lut(pixels, dataset).astype(np.float64)
-            if not photometric.startswith("MONOCHROME"):
-                return pixels.astype(np.float64)  # pydicom already converts colour to RGB
-            # The LUTs read the file's own attributes, which may be damaged too (a zero window width).
-            values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
-        except Exception as error:  # numpy and pydicom raise many types for damaged attributes
-            raise InputFileError(f"{label}: cannot read DICOM ({first_line(error)})") from None
+    _silence_pydicom()
+    try:
+        dataset = pydicom.dcmread(source)
+    except Exception as error:  # pydicom raises many types for damaged files
+        raise InputFileError(f"{label}: cannot read DICOM ({first_line(error)})") from None
+    _check_is_image(dataset, label)
+    check_size(label, int(dataset.Columns), int(dataset.Rows))
+    try:
+        pixels = reduce(dataset.pixel_array)
+    except Exception as error:
+        raise _decode_error(dataset, label, error) from None
+    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2"))
+    try:
+        if photometric == "PALETTE COLOR":
+            return apply_color_lut(pixels, dataset).astype(np.float64)
+        if not photometric.startswith("MONOCHROME"):
+            return pixels.astype(np.float64)  # pydicom already converts colour to RGB
+        # The LUTs read the file's own attributes, which may be damaged too (a zero window width).
+        values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset).astype(np.float64)
+    except Exception as error:  # numpy and pydicom raise many types for damaged attributes
+        raise InputFileError(f"{label}: cannot read DICOM ({first_line(error)})") from None
     if photometric == "MONOCHROME1":  # low values are bright: flip so bone is white as usual
         values = values.max() + values.min() - values
     return values
+
+
+@functools.cache
+def _silence_pydicom() -> None:
+    # Once per process, not per call: warnings.catch_warnings() swaps the process-wide filters and
+    # is not safe while another thread reads a file (the demo serves several at once).
+    warnings.filterwarnings("ignore", module="pydicom")
 
 
 def _check_is_image(dataset: Any, label: str) -> None:
