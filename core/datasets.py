@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,17 +114,21 @@ def _made_split(folder: Path) -> Path:
 
 def pick_classes(data: DataRoot, classes: tuple[str, ...], label: str) -> DataRoot:
     """Only ``classes`` (matched case aside) of a root; one it lacks is a DatasetError naming ``label``."""
-    if not classes:
-        return data
-    wanted = {name.casefold() for name in classes}
-    missing = wanted - {name.casefold() for name in data.train}
+    missing = {name.casefold() for name in classes} - {name.casefold() for name in data.train}
     if missing:
         raise DatasetError(f"{label}: no class folder for {sorted(missing)} (it has {data.class_names})")
-    return DataRoot(
-        data.root,
-        {n: files for n, files in data.train.items() if n.casefold() in wanted},
-        {n: files for n, files in data.test.items() if n.casefold() in wanted},
-    )
+    return DataRoot(data.root, only_classes(data.train, classes), only_classes(data.test, classes))
+
+
+def only_classes(files: dict[str, list[Path]], classes: Sequence[str]) -> dict[str, list[Path]]:
+    """The class folders among ``classes`` (matched case aside); all of them when ``classes`` is empty."""
+    wanted = {name.casefold() for name in classes}
+    return {name: paths for name, paths in files.items() if not wanted or name.casefold() in wanted}
+
+
+def open_sources(specs: list[Path]) -> dict[str, Path]:
+    """Each ``--data`` value's local root, under the name metrics give it (see source_names)."""
+    return {name: open_root(spec) for name, spec in zip(source_names(specs), specs)}
 
 
 def scan_roots(roots: list[Path], classes: tuple[str, ...] = ()) -> list[DataRoot]:
@@ -265,8 +269,7 @@ def load_folder(
 
     Raises DatasetError when nothing in it can be read.
     """
-    known = {name.casefold() for name in class_names}
-    files = {name: paths for name, paths in class_folders(folder).items() if name.casefold() in known}
+    files = only_classes(class_folders(folder), class_names)
     chosen = sample_files(files, limit) if limit else files
     images = load_images(chosen, class_names, read, description=description)
     if not len(images):

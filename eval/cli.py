@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
+from cxr.core.datasets import open_sources
 
 app = new_app(__doc__)
 
@@ -29,7 +30,7 @@ def main(
         with extra_imports("cxr-eval", "eval"):
             from .report import describe_dataset, evaluate
         if eda:
-            typer.echo(f"wrote {describe_dataset(data, out)}")
+            typer.echo(f"wrote {describe_dataset(open_sources(data), out)}")
             return
         result = evaluate(data, model, out, tuple(classes))
     metrics = result.metrics

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.core.datasets import class_folders, labelled_files, open_root, source_names
+from cxr.core.datasets import class_folders, labelled_files, only_classes, open_sources
 from cxr.core.errors import CxrError, DatasetError
 from cxr.core.figures import Panel, SplitSummary, plot_confusion, plot_dataset, plot_gallery
 from cxr.core.files import atomic_path, write_json, write_text
@@ -79,25 +79,27 @@ def card_path(model: Path) -> Path:
     return model.with_name("MODEL_CARD.md" if model.stem == "model" else f"MODEL_CARD.{model.stem}.md")
 
 
-def describe_dataset(roots: list[Path], out: Path) -> Path:
-    """Draw the data set figure (counts, shares, image sizes per label and split; with several roots,
-    per root and split) to out/dataset.png. Class folders are matched case aside."""
+def describe_dataset(sources: dict[str, Path], out: Path) -> Path:
+    """Draw the data set figure (counts, shares, image sizes per label and split; with several
+    sources, per source and split) to out/dataset.png. Class folders are matched case aside.
+
+    ``sources`` maps each source's name to its local root (``open_sources``)."""
     summaries = []
     spelling: dict[str, str] = {}  # the first spelling met names a class
-    for source, root in zip(source_names(roots), roots):
-        for split, folder in splits_of(open_root(root)).items():
+    for source, root in sources.items():
+        for split, folder in splits_of(root).items():
             files: dict[str, list[Path]] = {}
             for name, paths in class_folders(folder).items():
                 files[spelling.setdefault(name.casefold(), name)] = paths
             summaries.append(
                 SplitSummary(
-                    name=split if len(roots) == 1 else f"{source}/{split}",
+                    name=split if len(sources) == 1 else f"{source}/{split}",
                     counts={name: len(paths) for name, paths in files.items()},
                     sizes={name: [s for s in map(_image_size, paths) if s] for name, paths in files.items()},
                 )
             )
     if not spelling or not any(sum(s.counts.values()) for s in summaries):
-        raise DatasetError(f"{', '.join(map(str, roots))}: no class folders with images")
+        raise DatasetError(f"{', '.join(map(str, sources.values()))}: no class folders with images")
     target = out / "dataset.png"
     plot_dataset(summaries, sorted(spelling.values()), target)
     return target
@@ -109,14 +111,12 @@ def evaluate(roots: list[Path], model: Path, out: Path, classes: tuple[str, ...]
     predictor = Predictor(model)
     info = predictor.info
     names = info.class_names
-    folders = [evaluation_split(open_root(root)) for root in roots]
-    wanted = {name.casefold() for name in classes}
+    local = open_sources(roots)
+    folders = [evaluation_split(root) for root in local.values()]
     sourced = [
         (source, item)
-        for source, folder in zip(source_names(roots), folders)
-        for item in labelled_files(
-            {n: files for n, files in class_folders(folder).items() if not wanted or n.casefold() in wanted}, names
-        )
+        for source, folder in zip(local, folders)
+        for item in labelled_files(only_classes(class_folders(folder), classes), names)
     ]
     items = [item for _, item in sourced]
     true_of = {str(path): names[label] for path, label in items}
@@ -126,15 +126,12 @@ def evaluate(roots: list[Path], model: Path, out: Path, classes: tuple[str, ...]
         raise DatasetError(f"{', '.join(map(str, folders))}: no readable images")
     predictions, skipped = run.predictions, run.skipped
     metrics = _metrics(predictions, true_of, names)
-    sources = {
-        source: _metrics([p for p in predictions if source_of[p.file] == source], true_of, names)
-        for source in source_names(roots)
-        if len(roots) > 1 and any(source_of[p.file] == source for p in predictions)
-    }
+    by_source = {source: [p for p in predictions if source_of[p.file] == source] for source in local}
+    sources = {s: _metrics(ps, true_of, names) for s, ps in by_source.items() if ps} if len(local) > 1 else {}
     mistakes = [Mistake(p.file, true_of[p.file], p.label, p.probabilities) for p in predictions if p.label != true_of[p.file]]
     mean_maps = run.means.means(names)
 
-    written = [describe_dataset(roots, out)]
+    written = [describe_dataset(local, out)]
     curves = model.parent / "curves.png"  # drawn by cxr-train from its history; copied, not redrawn
     if curves.is_file():
         with atomic_path(out / "curves.png") as tmp:

@@ -50,7 +50,8 @@ def _float_tiff(bad: float) -> Callable[[Path], Path]:
     return make
 
 
-def _dicom(folder: Path, name: str, **attributes) -> Path:
+def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **attributes) -> Path:
+    """A 12-bit DX DICOM of ``pixels`` ((H, W), or (frames, H, W)), with any attributes added."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
 
@@ -62,15 +63,21 @@ def _dicom(folder: Path, name: str, **attributes) -> Path:
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
     ds.Modality = "DX"
-    pixels = (_xray_like().astype(np.uint16) * 16)
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    frames = pixels if pixels.ndim == 3 else pixels[np.newaxis]
+    ds.Rows, ds.Columns = frames.shape[1:]
+    if len(frames) > 1:
+        ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
     for key, value in attributes.items():
         setattr(ds, key, value)
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(folder / name, enforce_file_format=True)
-    return folder / name
+    ds.PixelData = frames.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _dicom(folder: Path, name: str, **attributes) -> Path:
+    return write_dicom(folder / name, _xray_like().astype(np.uint16) * 16, **attributes)
 
 
 def _slope_not_a_number(folder: Path) -> Path:

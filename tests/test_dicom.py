@@ -8,37 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from corpus import write_dicom
 from cxr.core.errors import InputFileError, MissingDependencyError
 from cxr.runtime.imaging import read_rgb
 
 pydicom = pytest.importorskip("pydicom", reason="the dicom extra (pydicom) is not installed")
-
-
-def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", **attributes) -> Path:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    frames = pixels if pixels.ndim == 3 else pixels[np.newaxis]
-    ds.Rows, ds.Columns = frames.shape[1:]
-    if len(frames) > 1:
-        ds.NumberOfFrames = len(frames)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for key, value in attributes.items():
-        setattr(ds, key, value)
-    ds.PixelData = frames.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def ramp() -> np.ndarray:
