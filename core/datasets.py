@@ -12,7 +12,7 @@ import hashlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +29,7 @@ Reader = Callable[[Path], np.ndarray]  # a file -> model input, raising InputFil
 
 MADE_TEST_SHARE = 0.2  # of each class, held out as the test split of a collection that has none
 DECODERS = len(os.sched_getaffinity(0))  # threads decoding images: one per core
+DECODE_BATCH = 32  # images decoded at a time
 
 
 @dataclass
@@ -226,28 +227,57 @@ def load_images(
     strict: bool = False,
     description: str = "Reading images",
 ) -> LabeledImages:
-    """Decode every file, on every core; an unreadable one is skipped with a warning, or an error
-    when ``strict``. ``read`` must be safe to call from several threads (cxr's readers are)."""
+    """Decode every file into one array; an unreadable one is skipped with a warning, or an error
+    when ``strict``. For sets that fit in memory (a test split); training streams (decode_batches)."""
     items = labelled_files(files, class_names)
+    label_of = dict(items)
     images, labels, paths, skipped = [], [], [], []
+    batches = decode_batches([path for path, _ in items], read, DECODE_BATCH)
+    for batch in progress(batches, description, total=-(-len(items) // DECODE_BATCH)):
+        decoded, failed = readable(batch, strict)
+        skipped += failed
+        for path, image in decoded:
+            images.append(image)
+            labels.append(label_of[path])
+            paths.append(path)
+    stacked = np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
+    return LabeledImages(stacked, np.asarray(labels, dtype=np.int64), paths, skipped)
+
+
+Decoded = tuple[Path, "np.ndarray | InputFileError"]
+
+
+def decode_batches(paths: Sequence[Path], read: Reader, size: int) -> Iterator[list[Decoded]]:
+    """Decode ``paths`` on every core, ``size`` at a time, in order: at most two batches are held
+    (the one handed out and the next, decoding meanwhile), so memory does not grow with the data.
+    ``read`` must be safe to call from several threads (cxr's readers are)."""
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
     # Pillow and numpy release the GIL while they decode and resize, so threads use every core.
     pool = ThreadPoolExecutor(DECODERS)
     try:
-        decoded = pool.map(functools.partial(_attempt, read), [path for path, _ in items])
-        for (path, label), outcome in progress(zip(items, decoded), description, total=len(items)):
-            if isinstance(outcome, InputFileError):
-                if strict:
-                    raise DatasetError(f"{outcome} (--strict)") from None
-                log.warning("skipped %s", outcome)
-                skipped.append(str(outcome))
-                continue
-            images.append(outcome)
-            labels.append(label)
-            paths.append(path)
+        pending = None
+        for chunk in [*chunks, None]:
+            submitted = chunk and [(path, pool.submit(_attempt, read, path)) for path in chunk]
+            if pending:
+                yield [(path, future.result()) for path, future in pending]
+            pending = submitted
     finally:
         pool.shutdown(cancel_futures=True)
-    stacked = np.stack(images) if images else np.zeros((0, 0, 0, 3), np.uint8)
-    return LabeledImages(stacked, np.asarray(labels, dtype=np.int64), paths, skipped)
+
+
+def readable(batch: list[Decoded], strict: bool) -> tuple[list[tuple[Path, np.ndarray]], list[str]]:
+    """A decoded batch's images, and its unreadable files as "path: reason" (logged), or a
+    DatasetError for the first of them when ``strict``."""
+    images, skipped = [], []
+    for path, outcome in batch:
+        if not isinstance(outcome, InputFileError):
+            images.append((path, outcome))
+            continue
+        if strict:
+            raise DatasetError(f"{outcome} (--strict)") from None
+        log.warning("skipped %s", outcome)
+        skipped.append(str(outcome))
+    return images, skipped
 
 
 def _attempt(read: Reader, path: Path) -> np.ndarray | InputFileError:

@@ -11,6 +11,14 @@ from synthetic import FAST, make_dataset
 os.environ["CXR_QUIET"] = "1"  # no progress bars in test output
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+@pytest.fixture(autouse=True, scope="session")
+def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One feature cache for the session's training runs, never the user's ~/.cache/cxr."""
+    folder = tmp_path_factory.mktemp("cache")
+    os.environ["CXR_CACHE"] = str(folder)
+    return folder
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CXR_SHARED", ROOT.parent / "shared"))
 REAL_DATA = SHARED / "data" / "Covid19-dataset"

@@ -56,26 +56,36 @@ def test_early_stopping_keeps_the_best_epoch(dataset: Path, tmp_path: Path) -> N
     assert result.splits["val"].loss == pytest.approx(min(history["val_loss"]), rel=1e-3)
 
 
-def test_class_weights_balance_the_classes() -> None:
-    from cxr.train.trainer import _class_weights
+def test_balance_weights_make_each_class_or_source_class_count_equally() -> None:
+    from cxr.train.inputs import Examples, sample_weights
 
-    weights = _class_weights(np.array([0, 0, 0, 0, 1, 1, 2, 2]), 3)
-    assert weights == pytest.approx({0: 8 / 12, 1: 8 / 6, 2: 8 / 6})
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    sources = np.array([0, 0, 0, 1, 0, 1, 0, 1])
+    examples = Examples([Path(f"{i}.png") for i in range(8)], labels, sources, [str(i) for i in range(8)])
+    assert sample_weights(examples, "none") == pytest.approx(np.ones(8))
+    by_class = sample_weights(examples, "class")
+    assert [by_class[labels == c].sum() for c in range(3)] == pytest.approx([8 / 3] * 3)
+    by_group = sample_weights(examples, "source-class")
+    groups = sources * 3 + labels
+    assert [by_group[groups == g].sum() for g in np.unique(groups)] == pytest.approx([8 / 6] * 6)
+    assert by_group[0] == pytest.approx(8 / 6 / 3)  # Covid of source 0: three images share a group's weight
 
 
-def test_every_option_together_trains_and_exports_with_parity(dataset: Path, tmp_path: Path) -> None:
+def test_every_option_together_trains_and_exports_with_parity(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Augmentation layers, GAP, dropout: inert at inference, so ONNX still matches Keras."""
+    monkeypatch.setenv("CXR_CACHE", str(tmp_path / "cache"))
     from cxr.export.onnx_export import export_onnx
     from cxr.runtime.predictor import Predictor
     from cxr.train.trainer import train
 
     config = TrainConfig(
         data=dataset, out=tmp_path, preprocess="vgg", head="gap", dropout=0.3, augment=True,
-        label_smoothing=0.1, class_weights=True, early_stopping=3, fine_tune_epochs=1,
+        label_smoothing=0.1, balance="class", early_stopping=3, fine_tune_epochs=1,
         **{**FAST, "epochs": 2, "fine_tune": 1},
     )
     result = train(config)
-    assert result.seconds["features"] < 0.01  # augmentation: nothing cached, images every epoch
+    # Augmentation: no features can be cached; the stages read decoded images every epoch.
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache" / "features").iterdir()] == ["image"]
     exported = export_onnx(result.model_path, tmp_path / "model.onnx")
     assert exported.max_abs_diff <= 1e-4
     info = Predictor(exported.path).info

@@ -12,7 +12,7 @@ from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_ap
 from cxr.core.datasets import scan_roots
 from cxr.runtime.imaging import Contrast
 
-from .config import Head, Preprocess, TrainConfig
+from .config import Balance, Head, Preprocess, TrainConfig
 
 app = new_app(__doc__)
 _DEFAULTS = TrainConfig(data=Path())
@@ -36,13 +36,14 @@ def main(
     seed: Annotated[int, typer.Option(help="Makes the split, initialisation and shuffling repeatable.")] = _DEFAULTS.seed,
     strict: Annotated[bool, typer.Option(help="Treat an unreadable image as an error instead of skipping it.")] = _DEFAULTS.strict,
     fast_path: Annotated[bool, typer.Option(help="Run the frozen layers once per image, not once per epoch (same result, faster).")] = _DEFAULTS.fast_path,
+    cache: Annotated[bool, typer.Option(help="Keep the frozen layers' output on disk (CXR_CACHE, default ~/.cache/cxr/features), keyed by the images' contents, weights, size and contrast, so the next run on the same images skips that pass.")] = _DEFAULTS.cache,
     contrast: Annotated[Contrast, typer.Option(help="equalize: spread each resized image's gray levels evenly, in training and in the runtime alike; none: as decoded.")] = _DEFAULTS.contrast,
     preprocess: Annotated[Preprocess, typer.Option(help="In-graph input normalisation: scale (/255) or vgg (ImageNet means).")] = _DEFAULTS.preprocess,
     head: Annotated[Head, typer.Option(help="Classifier head: flatten or gap (global average pooling).")] = _DEFAULTS.head,
     dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout before the softmax layer.")] = _DEFAULTS.dropout,
     augment: Annotated[bool, typer.Option(help="Random rotation, shift, zoom, brightness, contrast in training only.")] = _DEFAULTS.augment,
     label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of each target spread over the other classes.")] = _DEFAULTS.label_smoothing,
-    class_weights: Annotated[bool, typer.Option(help="Weight the loss so every class counts equally.")] = _DEFAULTS.class_weights,
+    balance: Annotated[Balance, typer.Option(help="Weight the loss so that every class (class), or every class of every --data (source-class), counts equally; none: every image alike.")] = _DEFAULTS.balance,
     early_stopping: Annotated[int, typer.Option(min=0, help="Stop after N epochs without a better validation loss; keep the best (0: off).")] = _DEFAULTS.early_stopping,
     fine_tune: Annotated[int, typer.Option(min=0, max=5, help="Then unfreeze the last N VGG16 blocks and train on (0, with --contrast none: the reference recipe).")] = _DEFAULTS.fine_tune,
     fine_tune_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the fine-tuning stage.")] = _DEFAULTS.fine_tune_epochs,
@@ -51,11 +52,11 @@ def main(
 ) -> None:
     """Train the transfer model and write model.keras, metrics, history and curves to --out."""
     with boundary():
-        scan_roots(data, tuple(classes))  # a wrong --data fails here, before seconds of TensorFlow import
+        roots = scan_roots(data, tuple(classes))  # a wrong --data fails here, before seconds of TensorFlow import
         with extra_imports("cxr-train", "train"):
             from .trainer import train
 
-        result = train(TrainConfig(**{k: v for k, v in ctx.params.items() if k in _OPTIONS}))
+        result = train(TrainConfig(**{k: v for k, v in ctx.params.items() if k in _OPTIONS}), roots)
     for name, split in result.splits.items():
         typer.echo(f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ({split.count} images)")
     if len(result.sources) > 1:  # each source on its own: a total can hide one that fails
@@ -63,6 +64,8 @@ def main(
             for name, split in splits.items():
                 if name != "train":
                     typer.echo(f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ({split.count} images of {source})")
+    if result.cached:
+        typer.echo(f"{result.cached} images' features read from the cache (--no-cache to recompute)")
     if result.skipped:
         typer.echo(f"skipped {len(result.skipped)} unreadable files (listed in metrics.json)")
     typer.echo(f"wrote {result.model_path} in {result.seconds['total']:.0f} s")

@@ -15,6 +15,8 @@ from cxr.runtime.imaging import Contrast
 
 Preprocess = Literal["scale", "vgg"]  # scale: pixels / 255 (reference); vgg: ImageNet means subtracted
 Head = Literal["flatten", "gap"]  # flatten (reference) or global average pooling
+# Loss weights: none (reference), every class equal, or every class of every data root equal.
+Balance = Literal["none", "class", "source-class"]
 PREPROCESSES: tuple[str, ...] = get_args(Preprocess)
 HEADS: tuple[str, ...] = get_args(Head)
 
@@ -47,13 +49,16 @@ class TrainConfig:
     # Run the frozen front of the model once per image and fit only what trains behind it (exact
     # while nothing augments the images); False runs plain model.fit on images, for comparison.
     fast_path: bool = True
+    # Keep the frozen front's output (or the decoded images) on disk, keyed by what made it, so the
+    # next run on the same images skips that pass; False computes it into a temporary folder.
+    cache: bool = True
     contrast: Contrast = "equalize"  # done to each resized image, in training and at runtime
     preprocess: Preprocess = "scale"
     head: Head = "flatten"
     dropout: float = 0.0
     augment: bool = False
     label_smoothing: float = 0.0
-    class_weights: bool = False
+    balance: Balance = "none"
     early_stopping: int = 0  # patience in epochs on validation loss, best weights restored; 0: off
     # After the head, unfreeze the last N VGG16 blocks and train on; 0 is the reference recipe.
     fine_tune: int = 1

@@ -15,23 +15,16 @@ import keras
 import numpy as np
 
 from cxr.core import __version__
-from cxr.core.datasets import (
-    DataRoot,
-    LabeledImages,
-    class_counts,
-    load_images,
-    scan_roots,
-    source_names,
-    stratified_split,
-)
+from cxr.core.datasets import DataRoot, class_counts, scan_roots, source_names, stratified_split
 from cxr.core.errors import DatasetError
 from cxr.core.figures import plot_curves
 from cxr.core.files import atomic_paths, dump_json
-from cxr.core.progress import progress
 from cxr.runtime.imaging import load_image
 
 from .config import TrainConfig
+from .inputs import Batches, Examples, Step, fill, listed, open_stores, predict, sample_weights, store_specs
 from .model import TransferModel, build_model, cut_layer
+from .store import RowStore
 from .weights import resolve_weights
 
 log = logging.getLogger(__name__)
@@ -83,47 +76,53 @@ class TrainResult:
     skipped: list[str]
     seconds: dict[str, float]
     validation_files: list[str]  # held out of training, so other tools can check on the same images
+    cached: int = 0  # images whose features (or decoded pixels) came from the cache
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Run the recipe in ``config`` and write model.keras and its run record under ``config.out``."""
+def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResult:
+    """Run the recipe in ``config`` and write model.keras and its run record under ``config.out``.
+
+    ``roots`` are ``config.data`` already scanned (the CLI scans them before TensorFlow loads).
+    """
     started = time.perf_counter()
-    roots = scan_roots(list(config.data), config.classes)
+    roots = roots or scan_roots(list(config.data), config.classes)
     class_names = roots[0].class_names
     weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
-    splits, skipped = _read_splits(config, roots, class_names)
 
     keras.utils.set_random_seed(config.seed)
     net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
     stages = [Stage(0, config.epochs, config.learning_rate)]
     if config.fine_tune:
         stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate))
-
-    t0 = time.perf_counter()
-    # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached.
+    # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
+    # the stages read decoded images (layer None) instead of features.
     cached = config.fast_path and not config.augment
-    inputs_at = (
-        _cache_features(net, splits, stages, config.batch_size)
-        if cached
-        else {None: {k: s.images.astype(np.float32) for k, s in splits.items()}}
-    )
-    feature_seconds = time.perf_counter() - t0
+    layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages}) if cached else [None]
 
-    targets = {k: keras.utils.to_categorical(s.labels, len(class_names)) for k, s in splits.items()}
-    history: dict[str, list[float]] = {}
     t0 = time.perf_counter()
-    for number, stage in enumerate(stages, 1):
-        log.info("stage %d of %d: %s", number, len(stages), stage.description)
-        if stage.trainable_blocks:  # mark where fine-tuning starts, for the curves
-            history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
-        net.freeze_all_but_last_blocks(stage.trainable_blocks)
-        cut = cut_layer(stage.trainable_blocks) if cached else None
-        model, inputs = net.segment(cut, None), inputs_at[cut]
-        for key, values in _fit(model, inputs, targets, stage, config).items():
-            history.setdefault(key, []).extend(values)
-    fit_seconds = time.perf_counter() - t0
+    with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
+        splits, skipped, cached_images = _fill_stores(config, net, roots, class_names, stores, layers)
+        arrays = {layer: store.array() for layer, store in zip(layers, stores)}
+        rows = {layer: {k: store.rows_of(s.digests) for k, s in splits.items()} for layer, store in zip(layers, stores)}
+        feature_seconds = time.perf_counter() - t0
 
-    probabilities = {name: _predict(model, inputs[name], config.batch_size, f"Evaluating ({name})") for name in splits}
+        history: dict[str, list[float]] = {}
+        t0 = time.perf_counter()
+        for number, stage in enumerate(stages, 1):
+            log.info("stage %d of %d: %s", number, len(stages), stage.description)
+            if stage.trainable_blocks:  # mark where fine-tuning starts, for the curves
+                history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
+            net.freeze_all_but_last_blocks(stage.trainable_blocks)
+            cut = cut_layer(stage.trainable_blocks) if cached else None
+            model = net.segment(cut, None)
+            for key, values in _fit(model, arrays[cut], rows[cut], splits, stage, config, len(class_names)).items():
+                history.setdefault(key, []).extend(values)
+        fit_seconds = time.perf_counter() - t0
+
+        probabilities = {
+            name: predict(model, arrays[cut], rows[cut][name], config.batch_size, f"Evaluating ({name})")
+            for name in splits
+        }
     metrics = {name: split_metrics(probabilities[name], split.labels, class_names) for name, split in splits.items()}
     by_source = {
         source: {
@@ -146,40 +145,60 @@ def train(config: TrainConfig) -> TrainResult:
         skipped=skipped,
         seconds=seconds,
         validation_files=[str(path) for path in splits["val"].paths] if "val" in splits else [],
+        cached=cached_images,
     )
     _write_run_record(config, net.model, result, history)
     return result
 
 
-def _read_splits(
-    config: TrainConfig, roots: list[DataRoot], class_names: list[str]
-) -> tuple[dict[str, LabeledImages], list[str]]:
-    """Decoded train, validation (stratified from train by source and class) and test splits, each
-    image marked with its source, and the skipped files."""
-    strict = config.strict
+def _fill_stores(
+    config: TrainConfig,
+    net: TransferModel,
+    roots: list[DataRoot],
+    class_names: list[str],
+    stores: list[RowStore],
+    layers: list[str | None],
+) -> tuple[dict[str, Examples], list[str], int]:
+    """Fill every store for every image; return the train, validation (stratified from train by
+    source and class) and test splits of the readable images, the skipped files, and how many
+    images were found in the cache.
+
+    The first layer's rows are computed from the images and later ones from them, so no image goes
+    through the early blocks twice."""
     read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
-    names = source_names(list(config.data))
-    train_all = LabeledImages.joined(
-        [load_images(data.train, class_names, read, strict, f"Reading train ({name})") for data, name in zip(roots, names)]
-    )
-    test = LabeledImages.joined(
-        [load_images(data.test, class_names, read, strict, f"Reading test ({name})") for data, name in zip(roots, names)]
-    )
+    steps = [_step(net, before, layer) for before, layer in zip([None, *layers], layers)]
+    readable, skipped = {}, []
+    for split in ("train", "test"):
+        examples, failed = fill(stores, steps, listed(roots, split, class_names), read, config.strict, f"Features ({split})")
+        readable[split] = examples
+        skipped += failed
+    train_all = readable["train"]
     for name, count in class_counts(train_all.labels, class_names).items():
         if count < 2:
             raise DatasetError(f"class {name!r} has {count} readable train images; it needs at least 2")
     strata = train_all.sources * len(class_names) + train_all.labels
     fit_idx, val_idx = stratified_split(strata, config.val_split, config.seed)
-    splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx), "test": test}
-    return {k: split for k, split in splits.items() if len(split)}, train_all.skipped + test.skipped
+    splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx), "test": readable["test"]}
+    cached = sum(examples.cached for examples in readable.values())
+    return {k: split for k, split in splits.items() if len(split)}, skipped, cached
+
+
+def _step(net: TransferModel, before: str | None, layer: str | None) -> Step:
+    """How a store's rows follow from the previous store's (or from the images)."""
+    if layer is None:
+        return lambda images: images
+    segment = net.segment(before, layer)
+    return lambda values: np.asarray(segment.predict_on_batch(values.astype(np.float32)))
 
 
 def _fit(
     model: keras.Model,
-    inputs: dict[str, np.ndarray],
-    targets: dict[str, np.ndarray],
+    array: np.ndarray,
+    rows: dict[str, np.ndarray],
+    splits: dict[str, Examples],
     stage: Stage,
     config: TrainConfig,
+    num_classes: int,
 ) -> dict[str, list[float]]:
     """One training stage; returns Keras' per-epoch history."""
     model.compile(
@@ -187,7 +206,13 @@ def _fit(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
     )
-    validation = (inputs["val"], targets["val"]) if "val" in inputs else None
+
+    def batches(name: str, weights: np.ndarray, seed: int | None) -> Batches:
+        targets = keras.utils.to_categorical(splits[name].labels, num_classes)
+        return Batches(array, rows[name], targets, weights, config.batch_size, seed)
+
+    training = batches("train", sample_weights(splits["train"], config.balance), config.seed)
+    validation = batches("val", np.ones(len(splits["val"]), np.float32), None) if "val" in splits else None
     callbacks = []
     if config.early_stopping and validation:
         callbacks.append(
@@ -195,53 +220,15 @@ def _fit(
                 monitor="val_loss", patience=config.early_stopping, restore_best_weights=True
             )
         )
-    labels = targets["train"].argmax(axis=1)
     fitted = model.fit(
-        inputs["train"],
-        targets["train"],
+        training,
         validation_data=validation,
         epochs=stage.epochs,
-        batch_size=config.batch_size,
-        shuffle=True,
-        class_weight=_class_weights(labels, targets["train"].shape[1]) if config.class_weights else None,
+        shuffle=False,  # Batches shuffles, from the run's seed
         callbacks=[*callbacks, _EpochLog(stage.epochs)],
         verbose=0,  # Keras' own bar writes terminal escapes into logs; _EpochLog writes plain lines
     )
     return fitted.history
-
-
-def _cache_features(
-    net: TransferModel, splits: dict[str, LabeledImages], stages: list[Stage], batch_size: int
-) -> dict[str, dict[str, np.ndarray]]:
-    """Each stage's frozen-front output per split: ``{cut layer: {split: array}}``.
-
-    The earliest cut is computed from the images and later ones from it, so no image goes through
-    the early blocks twice.
-    """
-    cuts = sorted({cut_layer(stage.trainable_blocks) for stage in stages})
-    first = cuts[0]  # "block4_pool" sorts before "block5_pool": the earliest layer
-    front = net.segment(None, first)
-    cached = {first: {k: _predict(front, s.images, batch_size, f"Features ({k})") for k, s in splits.items()}}
-    for cut in cuts[1:]:
-        middle = net.segment(first, cut)
-        cached[cut] = {k: _predict(middle, v, batch_size, f"Features {cut} ({k})") for k, v in cached[first].items()}
-    return cached
-
-
-def _class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
-    """Weights that make every class count as much as the others in the loss."""
-    counts = np.bincount(labels, minlength=num_classes)
-    return {i: len(labels) / (num_classes * c) for i, c in enumerate(counts) if c}
-
-
-def _predict(model: keras.Model, inputs: np.ndarray, batch_size: int, description: str) -> np.ndarray:
-    batches = range(0, len(inputs), batch_size)
-    return np.concatenate(
-        [
-            np.asarray(model.predict_on_batch(inputs[i : i + batch_size].astype(np.float32)))
-            for i in progress(batches, description)
-        ]
-    )
 
 
 def split_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> SplitMetrics:
@@ -282,6 +269,7 @@ def _write_run_record(
         "skipped": result.skipped,
         "validation_files": result.validation_files,
         "seconds": result.seconds,
+        "cached_images": result.cached,
         "versions": _versions(),
     }
     history = {key: [float(v) for v in values] for key, values in history.items()}
