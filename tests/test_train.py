@@ -180,3 +180,15 @@ def test_sources_whose_classes_do_not_match_are_one_line(dataset: Path, tmp_path
     result = runner.invoke(train_app, ["--data", str(dataset), "--data", str(other), "--out", str(tmp_path / "out"), *FAST_ARGS])
     assert_one_line_error(result, needle)
     assert "class folders differ between the data roots" in result.stderr
+
+
+def test_test_images_copied_from_train_are_reported(dataset: Path, tmp_path: Path) -> None:
+    import shutil
+
+    data = copy_dataset(dataset, tmp_path / "data")
+    shutil.copyfile(data / "train" / "Covid" / "0.jpeg", data / "test" / "Covid" / "same-bytes.jpeg")
+    result = runner.invoke(train_app, ["--data", str(data), "--out", str(tmp_path / "out"), *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    assert "identical to a train image, byte for byte: 1 " in result.stdout
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["test_copies_of_train"] == [str(data / "test" / "Covid" / "same-bytes.jpeg")]

@@ -66,6 +66,8 @@ def main(
                     typer.echo(f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ({split.count} images of {source})")
     if result.cached:
         typer.echo(f"{result.cached} images' features read from the cache (--no-cache to recompute)")
+    if result.test_copies:
+        typer.echo(f"warning: test images identical to a train image, byte for byte: {len(result.test_copies)} (test accuracy flatters the model; listed in metrics.json)")
     if result.skipped:
         typer.echo(f"skipped {len(result.skipped)} unreadable files (listed in metrics.json)")
     typer.echo(f"wrote {result.model_path} in {result.seconds['total']:.0f} s")

@@ -7,7 +7,7 @@ import importlib
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,15 @@ class TrainResult:
     seconds: dict[str, float]
     validation_files: list[str]  # held out of training, so other tools can check on the same images
     cached: int = 0  # images whose features (or decoded pixels) came from the cache
+    test_copies: list[str] = field(default_factory=list)  # test files byte-identical to a train file
+
+
+@dataclass
+class _Filled:
+    splits: dict[str, Examples]  # train, val and test, of the readable images
+    skipped: list[str]
+    cached: int
+    test_copies: list[str]
 
 
 def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResult:
@@ -101,7 +110,8 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
 
     t0 = time.perf_counter()
     with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
-        splits, skipped, cached_images = _fill_stores(config, net, roots, class_names, stores, layers)
+        filled = _fill_stores(config, net, roots, class_names, stores, layers)
+        splits = filled.splits
         arrays = {layer: store.array() for layer, store in zip(layers, stores)}
         rows = {layer: {k: store.rows_of(s.digests) for k, s in splits.items()} for layer, store in zip(layers, stores)}
         feature_seconds = time.perf_counter() - t0
@@ -142,10 +152,11 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         class_names=class_names,
         splits=metrics,
         sources=by_source,
-        skipped=skipped,
+        skipped=filled.skipped,
         seconds=seconds,
         validation_files=[str(path) for path in splits["val"].paths] if "val" in splits else [],
-        cached=cached_images,
+        cached=filled.cached,
+        test_copies=filled.test_copies,
     )
     _write_run_record(config, net.model, result, history)
     return result
@@ -158,10 +169,10 @@ def _fill_stores(
     class_names: list[str],
     stores: list[RowStore],
     layers: list[str | None],
-) -> tuple[dict[str, Examples], list[str], int]:
-    """Fill every store for every image; return the train, validation (stratified from train by
-    source and class) and test splits of the readable images, the skipped files, and how many
-    images were found in the cache.
+) -> _Filled:
+    """Fill every store for every image; split the readable images into train, validation
+    (stratified from train by source and class) and test, and find test files that are copies of
+    train files (the digests are at hand: a copy makes test accuracy look better than it is).
 
     The first layer's rows are computed from the images and later ones from them, so no image goes
     through the early blocks twice."""
@@ -179,8 +190,14 @@ def _fill_stores(
     strata = train_all.sources * len(class_names) + train_all.labels
     fit_idx, val_idx = stratified_split(strata, config.val_split, config.seed)
     splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx), "test": readable["test"]}
-    cached = sum(examples.cached for examples in readable.values())
-    return {k: split for k, split in splits.items() if len(split)}, skipped, cached
+    trained_on = set(train_all.digests)
+    test = readable["test"]
+    return _Filled(
+        {k: split for k, split in splits.items() if len(split)},
+        skipped,
+        sum(examples.cached for examples in readable.values()),
+        [str(path) for path, digest in zip(test.paths, test.digests) if digest in trained_on],
+    )
 
 
 def _step(net: TransferModel, before: str | None, layer: str | None) -> Step:
@@ -270,6 +287,7 @@ def _write_run_record(
         "validation_files": result.validation_files,
         "seconds": result.seconds,
         "cached_images": result.cached,
+        "test_copies_of_train": result.test_copies,
         "versions": _versions(),
     }
     history = {key: [float(v) for v in values] for key, values in history.items()}
