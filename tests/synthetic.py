@@ -8,12 +8,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cxr.train.config import REFERENCE_RECIPE
+
 CLASSES = ("Covid", "Normal", "Viral Pneumonia")
 
 # The fast recipe: the reference recipe on random VGG16 weights, whose tiny features need a large step
 # size. (Equalizing the synthetic two-level patterns would spread their noise over all 256 levels; the
 # default recipe, equalization included, is tested on the real data in test_real.py.)
-FAST = dict(weights="none", image_size=32, epochs=10, learning_rate=1.0, seed=0, fine_tune=0, contrast="none")
+FAST = dict(weights="none", image_size=32, epochs=10, learning_rate=1.0, seed=0, **REFERENCE_RECIPE)
 
 
 def pattern(label: int, size: int, rng: np.random.Generator) -> np.ndarray:

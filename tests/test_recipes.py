@@ -79,9 +79,9 @@ def test_every_option_together_trains_and_exports_with_parity(dataset: Path, tmp
     from cxr.train.trainer import train
 
     config = TrainConfig(
-        data=dataset, out=tmp_path, preprocess="vgg", head="gap", dropout=0.3, augment=True,
-        label_smoothing=0.1, balance="class", early_stopping=3, fine_tune_epochs=1,
-        **{**FAST, "epochs": 2, "fine_tune": 1},
+        data=dataset, out=tmp_path,
+        **{**FAST, "epochs": 2, "fine_tune": 1, "preprocess": "vgg", "head": "gap", "dropout": 0.3, "augment": True,
+           "label_smoothing": 0.1, "balance": "class", "early_stopping": 3, "fine_tune_epochs": 1},
     )
     result = train(config)
     # Augmentation: no features can be cached; the stages read decoded images every epoch.

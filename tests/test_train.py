@@ -15,7 +15,7 @@ from synthetic import CLASSES, FAST, copy_dataset, make_dataset
 from cxr.train.cli import app as train_app
 
 runner = CliRunner()
-FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--fine-tune", "0"]
+FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--reference"]
 
 
 def test_training_writes_the_run_record(trained) -> None:
@@ -192,3 +192,10 @@ def test_test_images_copied_from_train_are_reported(dataset: Path, tmp_path: Pat
     assert "identical to a train image, byte for byte: 1 " in result.stdout
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["test_copies_of_train"] == [str(data / "test" / "Covid" / "same-bytes.jpeg")]
+    # --reference (in FAST_ARGS) trains the report's recipe, whatever the defaults are.
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    from cxr.train.config import REFERENCE_RECIPE, TrainConfig
+
+    assert {k: config[k] for k in REFERENCE_RECIPE} == REFERENCE_RECIPE
+    defaults = TrainConfig(data=data)
+    assert all(getattr(defaults, k) != v for k, v in REFERENCE_RECIPE.items())

@@ -12,7 +12,7 @@ from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_ap
 from cxr.core.datasets import scan_roots
 from cxr.runtime.imaging import Contrast
 
-from .config import Balance, Head, Preprocess, TrainConfig
+from .config import REFERENCE_RECIPE, Balance, Head, Preprocess, TrainConfig
 
 app = new_app(__doc__)
 _DEFAULTS = TrainConfig(data=Path())
@@ -48,6 +48,7 @@ def main(
     fine_tune: Annotated[int, typer.Option(min=0, max=5, help="Then unfreeze the last N VGG16 blocks and train on (0, with --contrast none: the reference recipe).")] = _DEFAULTS.fine_tune,
     fine_tune_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the fine-tuning stage.")] = _DEFAULTS.fine_tune_epochs,
     fine_tune_learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam's learning rate while fine-tuning.")] = _DEFAULTS.fine_tune_learning_rate,
+    reference: Annotated[bool, typer.Option("--reference", help="The reference report's recipe: no fine-tuning, contrast step, balancing, dropout or label smoothing (overrides those options).")] = False,
     version: VersionOption = False,
 ) -> None:
     """Train the transfer model and write model.keras, metrics, history and curves to --out."""
@@ -56,7 +57,8 @@ def main(
         with extra_imports("cxr-train", "train"):
             from .trainer import train
 
-        result = train(TrainConfig(**{k: v for k, v in ctx.params.items() if k in _OPTIONS}), roots)
+        options = {k: v for k, v in ctx.params.items() if k in _OPTIONS}
+        result = train(TrainConfig(**{**options, **(REFERENCE_RECIPE if reference else {})}), roots)
     for name, split in result.splits.items():
         typer.echo(f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ({split.count} images)")
     if len(result.sources) > 1:  # each source on its own: a total can hide one that fails
