@@ -21,7 +21,8 @@ def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CXR_SHARED", ROOT.parent / "shared"))
-REAL_DATA = SHARED / "data" / "Covid19-dataset"
+# The README's default model is trained on both collections.
+REAL_DATA = [SHARED / "data" / "Covid19-dataset", SHARED / "data" / "Covid19-radiography-subset"]
 WEIGHTS_TOOL = SHARED / "tools" / "vgg16-imagenet-weights"
 
 
@@ -48,7 +49,7 @@ def exported(trained):
 
 
 @pytest.fixture(scope="session")
-def real_weights(real_data: Path) -> Path:
+def real_weights(real_data: list[Path]) -> Path:
     """VGG16 ImageNet weights from the shared tool (Keras' download server is unreachable here)."""
     if not WEIGHTS_TOOL.is_file():
         pytest.skip(f"weights tool not found at {WEIGHTS_TOOL}")
@@ -62,8 +63,9 @@ def real_weights(real_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_data() -> Path:
-    """The report's data set in ../shared (CI has it); without it the real tests skip and say so."""
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"real data set not found at {REAL_DATA}")
+def real_data() -> list[Path]:
+    """The two collections in ../shared (CI has them); without them the real tests skip and say so."""
+    for root in REAL_DATA:
+        if not root.is_dir():
+            pytest.skip(f"real data set not found at {root}")
     return REAL_DATA
