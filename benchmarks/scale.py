@@ -13,6 +13,7 @@ kernel can drop at will). Prints a Markdown table.
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ IMAGE_SIZE = 64  # the model's input side: small, so 16k images train in minutes
 def make_set(target: Path, count: int) -> Path:
     """``count`` train images (and a few test ones), cycling through the real train images."""
     sources = sorted((p, p.parent.name.casefold()) for root in DATA for p in (root / "train").rglob("*") if p.is_file())
+    random.Random(0).shuffle(sources)  # every class in any first N
     for i in range(count + 30):
         path, label = sources[i % len(sources)]
         split = "test" if i >= count else "train"
