@@ -7,7 +7,6 @@ the one definition in ``cxr.runtime.imaging``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import os
@@ -40,31 +39,9 @@ class LabeledImages:
     labels: np.ndarray  # int64, (N,)
     paths: list[Path]
     skipped: list[str] = field(default_factory=list)  # "path: reason"
-    sources: np.ndarray | None = None  # int64, (N,): which data root each image came from; None: all the first
-
-    def __post_init__(self) -> None:
-        if self.sources is None:
-            self.sources = np.zeros(len(self.labels), dtype=np.int64)
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    def subset(self, indices: np.ndarray) -> LabeledImages:
-        return LabeledImages(
-            self.images[indices], self.labels[indices], [self.paths[i] for i in indices], [], self.sources[indices]
-        )
-
-    @classmethod
-    def joined(cls, parts: list[LabeledImages]) -> LabeledImages:
-        """One set from each source's, in order; each part's images are marked with its position."""
-        images = [p.images for p in parts if len(p)]  # an empty part's array has no image shape
-        return cls(
-            np.concatenate(images) if images else parts[0].images,
-            np.concatenate([p.labels for p in parts]),
-            [path for p in parts for path in p.paths],
-            [reason for p in parts for reason in p.skipped],
-            np.concatenate([np.full(len(p), i, dtype=np.int64) for i, p in enumerate(parts)]),
-        )
 
 
 @dataclass(frozen=True)

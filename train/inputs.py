@@ -8,7 +8,6 @@ model, rows go straight to disk, and training reads them back a batch at a time.
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,8 +23,6 @@ from cxr.core.sources import cache_dir
 
 from .config import Balance, TrainConfig
 from .store import RowStore, StoreSpec, file_digest, file_digests, made_by
-
-log = logging.getLogger(__name__)
 
 IMAGE = "image"  # the store of decoded model inputs, for runs that cannot cache features
 
