@@ -145,9 +145,9 @@ def _serve_batched(model: Path, port: int, batch: int):
 
     def predict(paths: list[str]) -> tuple[list[dict[str, float]], list[object]]:
         inputs = np.stack([predictor.prepare(path) for path in paths])
-        probabilities, maps = predictor.explain_batch(inputs)
-        labels = [dict(zip(names, map(float, row))) for row in probabilities]
-        return labels, [Heatmaps(pixels, dict(zip(names, m))) for pixels, m in zip(inputs, maps)]
+        outputs = predictor.run_batch(inputs, maps=True)
+        labels = [dict(zip(names, map(float, row))) for row in outputs.probabilities]
+        return labels, [Heatmaps(pixels, dict(zip(names, m))) for pixels, m in zip(inputs, outputs.maps)]
 
     with gr.Blocks() as app:
         upload = gr.File(type="filepath")

@@ -133,6 +133,59 @@ def plot_gallery(panels: list[Panel], title: str, target: Path, empty: str = "no
     _save(fig, target)
 
 
+@dataclass
+class Reliability:
+    """One panel of the reliability diagram: a set of labelled images and the model's probabilities
+    for them, by name ("before scaling", "after scaling")."""
+
+    name: str
+    labels: np.ndarray
+    probabilities: dict[str, np.ndarray]  # (N, classes) each
+
+
+def plot_reliability(panels: list[Reliability], target: Path) -> None:
+    """Accuracy against confidence (the top probability) in ECE_BINS equal-width bins, one panel per
+    set of images: on the diagonal, a probability of 0.8 is right 80% of the time."""
+    from sklearn.calibration import calibration_curve
+
+    from .calibration import ECE_BINS, expected_calibration_error
+
+    fig = Figure(figsize=(5 * len(panels), 5), layout="constrained")
+    for ax, panel in zip(fig.subplots(1, len(panels), squeeze=False).flat, panels):
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfectly calibrated")
+        for name, probabilities in panel.probabilities.items():
+            right = probabilities.argmax(axis=1) == panel.labels
+            accuracy, confidence = calibration_curve(right, probabilities.max(axis=1), n_bins=ECE_BINS)
+            ece = expected_calibration_error(probabilities, panel.labels)
+            ax.plot(confidence, accuracy, marker="o", label=f"{name} (ECE {ece:.3f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("confidence (top probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{panel.name} ({len(panel.labels)} images)")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
+    fig.suptitle("Reliability: how often the top class is right, by how sure the model is")
+    _save(fig, target)
+
+
+def plot_ood_scores(scores: dict[str, np.ndarray], threshold: float, target: Path) -> None:
+    """Histograms of out-of-distribution scores per set of images (log scale), and the threshold."""
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
+    ax = fig.subplots()
+    positive = np.concatenate([values[values > 0] for values in scores.values()] + [np.array([threshold])])
+    edges = np.geomspace(positive.min(), positive.max(), 40)
+    for name, values in scores.items():
+        ax.hist(np.clip(values, edges[0], edges[-1]), bins=edges, alpha=0.6, label=f"{name} ({len(values)})")
+    ax.axvline(threshold, color="black", linestyle="--", label="threshold: flagged above")
+    ax.set_xscale("log")
+    ax.set_xlabel("out-of-distribution score")
+    ax.set_ylabel("images")
+    ax.legend()
+    ax.set_title("Out-of-distribution scores")
+    _save(fig, target)
+
+
 def _save(fig: Figure, target: Path) -> None:
     with atomic_path(target) as tmp:
         fig.savefig(tmp, dpi=100)

@@ -28,10 +28,12 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
     names = predictor.info.class_names
     has_maps = predictor.info.heatmaps is not None
 
-    def predict(path: str | None) -> tuple[dict[str, float] | None, Prediction | None]:
-        """The upload's probabilities, and the prediction with its input and maps (decoded once)."""
+    def predict(path: str | None) -> tuple[dict[str, float] | None, dict[str, object] | None, Prediction | None]:
+        """The API's answer, the upload's probabilities (none, as no class is an answer, when the
+        gate flags the image) and its details, and the prediction with its input and maps (decoded
+        once) for the page."""
         if path is None:  # the upload was cleared
-            return None, None
+            return None, None, None
         try:
             # Name the file as the user knows it, not by Gradio's temporary path.
             prediction = predictor.predict(path, name=Path(path).name, heatmaps="all" if has_maps else "none")
@@ -39,13 +41,21 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
             # An expected refusal: one log line, not Gradio's traceback.
             log.warning("refused an upload: %s", error)
             raise gr.Error(str(error), print_exception=False) from None
-        return prediction.probabilities, prediction
+        answer = None if prediction.in_distribution is False else prediction.probabilities
+        return answer, details(prediction), prediction
 
-    def show(prediction: Prediction | None) -> tuple[np.ndarray | None, str | None, np.ndarray | None]:
-        """The model input, and the predicted class's heat map over it."""
+    def show(prediction: Prediction | None) -> tuple[np.ndarray | None, str | None, np.ndarray | None, gr.Label, gr.Markdown]:
+        """The model input, the predicted class's heat map over it, and for an image the gate flags,
+        the warning and the probabilities with no class heading them."""
+        unlike = prediction is not None and prediction.in_distribution is False
+        if unlike:
+            label = gr.Label(value=prediction.probabilities, show_heading=False, label="Probabilities: not an answer for this image")
+        else:
+            label = gr.Label(show_heading=True, label="Prediction")
+        warning = gr.Markdown(unlike_warning(prediction, predictor.info) if unlike else "", visible=unlike)
         if prediction is None or prediction.heatmaps is None:
-            return None, None, None
-        return prediction.heatmaps.image, prediction.label, prediction.heatmaps.overlay(prediction.label)
+            return None, None, None, label, warning
+        return prediction.heatmaps.image, prediction.label, prediction.heatmaps.overlay(prediction.label), label, warning
 
     def redraw(prediction: Prediction | None, class_name: str) -> np.ndarray | None:
         return prediction.heatmaps.overlay(class_name) if prediction and prediction.heatmaps else None
@@ -65,19 +75,42 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
                 # The model's own input: resized and, when its recipe says so, contrast-equalized.
                 image = gr.Image(label="As the model reads it", type="numpy", interactive=False, height=320, elem_id="model-input")
             with gr.Column():
+                warning = gr.Markdown(visible=False, elem_id="ood-warning")
                 label = gr.Label(label="Prediction", num_top_classes=len(names), elem_id="prediction")
                 heatmap = gr.Image(label="Heat map", type="numpy", interactive=False, height=320, visible=has_maps, elem_id="heatmap")
                 shown_class = gr.Radio(names, label="Evidence for", visible=has_maps, elem_id="heatmap-class")
                 gr.Markdown(heatmap_note(predictor.info), visible=has_maps)
+        with gr.Accordion("Details, as the API returns them", open=False):
+            answer = gr.JSON(elem_id="details")
         gr.Markdown(model_card_brief(predictor.info))
         if examples:
             gr.Examples(examples=[[str(p)] for p in examples], inputs=upload, label="Examples")
         prediction = gr.State()  # kept out of the API: callers get the label alone
-        upload.change(predict, inputs=upload, outputs=[label, prediction], api_name="predict").then(
-            show, inputs=prediction, outputs=[image, shown_class, heatmap], api_visibility="private"
+        upload.change(predict, inputs=upload, outputs=[label, answer, prediction], api_name="predict").then(
+            show, inputs=prediction, outputs=[image, shown_class, heatmap, label, warning], api_visibility="private"
         )
         shown_class.input(redraw, inputs=[prediction, shown_class], outputs=heatmap, api_visibility="private")
     return app
+
+
+def details(prediction: Prediction) -> dict[str, object]:
+    """What the API returns beside the probabilities: the class, and whether to trust it at all."""
+    return {
+        "class": prediction.label,
+        "probabilities": prediction.probabilities,
+        "ood_score": prediction.ood_score,
+        "in_distribution": prediction.in_distribution,
+    }
+
+
+def unlike_warning(prediction: Prediction, info: ModelInfo) -> str:
+    assert info.ood is not None  # only a model with the gate flags an image
+    return (
+        "### ⚠ This image is unlike the training images\n"
+        "It does not look like the chest X-rays this model learned from (out-of-distribution score "
+        f"{prediction.ood_score:,.0f}, above the threshold of {info.ood.threshold:,.0f}), so the model's "
+        "class is no answer for it. The probabilities below are shown for reference only."
+    )
 
 
 def heatmap_note(info: ModelInfo) -> str:
@@ -105,6 +138,13 @@ def model_card_brief(info: ModelInfo) -> str:
             f"- Test accuracy: {test_line}",
             f"- Version: cxr {info.versions.get('cxr', '?')}, created {info.created}",
             f"- Quantization: {info.quantization}",
+            *([f"- Probabilities: calibrated, temperature {info.calibration.temperature:.2f}"] if info.calibration else []),
+            *(
+                [f"- Out-of-distribution gate: images unlike the training images are flagged (score above {info.ood.threshold:,.0f}); "
+                 "it catches photos, screenshots and other scans, not a chest X-ray of another disease"]
+                if info.ood
+                else []
+            ),
         ]
     )
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxr.core.files import write_text
 from cxr.runtime.metadata import ModelInfo
 
 from .looks import MeanMap
 from .metrics import Metrics
+
+if TYPE_CHECKING:  # report imports this module
+    from .report import OodCheck
 
 LIMITATIONS = [
     "In the reference data set (Kaggle 'Covid-19 Image Dataset') the Normal and Viral Pneumonia "
@@ -35,6 +39,7 @@ def write_model_card(
     data: list[Path],
     mean_maps: list[MeanMap],
     sources: dict[str, Metrics] | None = None,
+    check: OodCheck | None = None,
 ) -> Path:
     """Write the card beside the model and return its path."""
     splits = info.metrics.get("splits", {})
@@ -82,6 +87,7 @@ def write_model_card(
         ],
         "",
         *_where_it_looks(info, mean_maps),
+        *_when_it_does_not_know(info, {**(sources or {}), "all": metrics}, check),
         "## Known limitations",
         *[f"- {text}" for text in LIMITATIONS],
         "",
@@ -121,6 +127,71 @@ def _where_it_looks(info: ModelInfo, mean_maps: list[MeanMap]) -> list[str]:
             "",
         ]
     return lines
+
+
+# What the gate is for and where it stops, measured in docs/RESULTS.md ("Out-of-distribution gate").
+GATE_CATCHES = (
+    "It catches images whose features are far from every class of the training X-rays: photos, "
+    "screenshots, text, microscopy, other scans, drawings and noise. Images under 64 pixels a side, of "
+    "one uniform gray, or not images at all are refused before the model runs."
+)
+GATE_MISSES = (
+    "It does not catch a chest X-ray of another disease (tuberculosis, effusion, bacterial pneumonia), "
+    "nor necessarily one from another hospital or of another age group: those look like the training "
+    "films, and the model still forces them into one of its classes. Passing the gate means 'looks "
+    "like the training images', not 'the answer is right'."
+)
+
+
+def _when_it_does_not_know(info: ModelInfo, groups: dict[str, Metrics], check: OodCheck | None) -> list[str]:
+    """The card's calibration and out-of-distribution section."""
+    if info.ood is None or info.calibration is None:
+        return []
+    return [
+        "## When it does not know",
+        f"- Calibration: {info.calibration.method}; T = {info.calibration.temperature:.3f}.",
+        f"- Out-of-distribution gate: the {info.ood.score}. Images scoring above {info.ood.threshold:.4g} "
+        f"(at most {1 - info.ood.validation_pass:.1%} of each source's validation images do) are flagged "
+        "as unlike the training images, and their class is no answer.",
+        f"- {GATE_CATCHES}",
+        f"- {GATE_MISSES}",
+        "",
+        *trust_table(groups),
+        *ood_lines(check),
+    ]
+
+
+def trust_table(groups: dict[str, Metrics]) -> list[str]:
+    """Expected calibration error and negative log-likelihood, before and after the temperature, and
+    the share the gate flags, per set of images."""
+    rows = [(name, m) for name, m in groups.items() if m.uncalibrated is not None and m.flagged is not None]
+    if not rows:
+        return []
+    lines = [
+        "| images | count | ECE | ECE before scaling | NLL | NLL before scaling | flagged out of distribution |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, m in rows:
+        lines.append(
+            f"| {name} | {m.count} | {m.confidence.ece:.3f} | {m.uncalibrated.ece:.3f} | {m.confidence.loss:.3f} "
+            f"| {m.uncalibrated.loss:.3f} | {m.flagged:.1%} |"
+        )
+    return [*lines, ""]
+
+
+def ood_lines(check: OodCheck | None) -> list[str]:
+    if check is None:
+        return []
+    lines = [
+        f"Images that are not like the training X-rays (`{check.folder}`, {len(check.scores)} readable): "
+        f"**{check.flagged:.1%} flagged** against {check.evaluated_flagged:.1%} of the evaluated X-rays; "
+        f"ROC AUC of the score between the two {check.roc_auc:.3f}.",
+    ]
+    if check.refused:
+        lines.append(f"{len(check.refused)} more were refused before the model ran (too small, not an image, ...).")
+    if check.passed:
+        lines.append("Let through: " + ", ".join(f"`{Path(path).name}`" for path in check.passed) + ".")
+    return [*lines, ""]
 
 
 def source_table(sources: dict[str, Metrics]) -> list[str]:

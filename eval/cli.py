@@ -21,6 +21,7 @@ def main(
     model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="FP32 or INT8 model from cxr-export.")] = Path("artifacts/model.onnx"),
     classes: Annotated[list[str], typer.Option(help="Evaluate these class folders only (repeat; matched case aside). Default: all.", show_default=False)] = [],
     out: Annotated[Path, typer.Option(help="Where metrics.json, report.md and the figures go.")] = Path("reports"),
+    ood: Annotated[Path | None, typer.Option(metavar="DIR", help="A folder of images that are not chest X-rays like the training ones: the share the out-of-distribution gate flags there and on --data, and the score's ROC AUC between them.", show_default=False)] = None,
     eda: Annotated[bool, typer.Option("--eda", help="Only draw the data set's own figure; no model needed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     version: VersionOption = False,
@@ -32,17 +33,28 @@ def main(
         if eda:
             typer.echo(f"wrote {describe_dataset(open_sources(data), out)}")
             return
-        result = evaluate(data, model, out, tuple(classes))
+        result = evaluate(data, model, out, tuple(classes), ood)
     metrics = result.metrics
     if as_json:
-        typer.echo(json.dumps({**asdict(metrics), "sources": {k: asdict(m) for k, m in result.sources.items()}}))
+        sources = {k: asdict(m) for k, m in result.sources.items()}
+        typer.echo(json.dumps({**asdict(metrics), "sources": sources, "ood": asdict(result.ood) if result.ood else None}))
         return
     for name, m in {**result.sources, "all": metrics}.items():
         low, high = m.accuracy_ci95
         where = f"{name}: " if result.sources else ""
+        trust = ""
+        if m.uncalibrated is not None and m.flagged is not None:
+            trust = f"; ECE {m.confidence.ece:.3f} ({m.uncalibrated.ece:.3f} before scaling), flagged out of distribution {m.flagged:.1%}"
         typer.echo(
             f"{where}accuracy {m.accuracy:.3f} (95% CI {low:.3f}-{high:.3f}) on {m.count} images, "
-            f"macro-F1 {m.macro_f1:.3f}"
+            f"macro-F1 {m.macro_f1:.3f}{trust}"
+        )
+    if result.ood:
+        check = result.ood
+        typer.echo(
+            f"--ood {check.folder}: {check.flagged:.1%} of {len(check.scores)} images flagged "
+            f"({len(check.refused)} refused as unreadable), against {check.evaluated_flagged:.1%} of --data; "
+            f"ROC AUC {check.roc_auc:.3f}"
         )
     typer.echo(f"{len(result.mistakes)} misclassified")
     for path in result.written:

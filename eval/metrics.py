@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from cxr.core.calibration import Confidence, confidence, with_temperature
 
 BOOTSTRAP_RESAMPLES = 2000
 
@@ -26,11 +29,21 @@ class Metrics:
     per_class: dict[str, ClassMetrics]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     count: int
+    confidence: Confidence  # of the probabilities the model gives
+    uncalibrated: Confidence | None  # the same before its temperature; None for a model without one
+    flagged: float | None  # share the out-of-distribution gate flags; None for a model without one
 
 
 def compute_metrics(
-    labels: np.ndarray, probabilities: np.ndarray, class_names: list[str], seed: int = 0
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    class_names: list[str],
+    temperature: float | None = None,
+    flagged: np.ndarray | None = None,
+    seed: int = 0,
 ) -> Metrics:
+    """``temperature``: the one the model's probabilities were scaled by, to measure them before it;
+    ``flagged``: per image, whether the gate flagged it."""
     predicted = probabilities.argmax(axis=1)
     n = len(class_names)
     confusion = np.zeros((n, n), dtype=int)
@@ -52,6 +65,9 @@ def compute_metrics(
         per_class=per_class,
         confusion=confusion.tolist(),
         count=len(labels),
+        confidence=confidence(probabilities, labels),
+        uncalibrated=None if temperature is None else confidence(with_temperature(probabilities, 1 / temperature), labels),
+        flagged=None if flagged is None else float(np.mean(flagged)),
     )
 
 
@@ -66,11 +82,9 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tupl
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     """Area under the ROC curve: the chance that a random positive outscores a random negative."""
-    pos, neg = scores[positive], scores[~positive]
-    if not len(pos) or not len(neg):
+    if positive.all() or not positive.any():
         return None
-    wins = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(wins / (len(pos) * len(neg)))
+    return float(roc_auc_score(positive, scores))
 
 
 def _ratio(numerator: float, denominator: float) -> float:

@@ -11,16 +11,28 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sklearn.metrics import roc_auc_score
 
-from cxr.core.datasets import class_folders, labelled_files, only_classes, open_sources
-from cxr.core.errors import CxrError, DatasetError
-from cxr.core.figures import Panel, SplitSummary, plot_confusion, plot_dataset, plot_gallery
+from cxr.core.calibration import with_temperature
+from cxr.core.datasets import class_folders, files_under, labelled_files, only_classes, open_sources
+from cxr.core.errors import CxrError, DatasetError, ModelError
+from cxr.core.figures import (
+    Panel,
+    Reliability,
+    SplitSummary,
+    plot_confusion,
+    plot_dataset,
+    plot_gallery,
+    plot_ood_scores,
+    plot_reliability,
+)
 from cxr.core.files import atomic_path, write_json, write_text
 from cxr.core.progress import progress
 from cxr.runtime.imaging import read_rgb
+from cxr.runtime.metadata import ModelInfo
 from cxr.runtime.predictor import Failure, Prediction, Predictor
 
-from .card import source_table, write_model_card
+from .card import ood_lines, source_table, trust_table, write_model_card
 from .looks import MeanMap, MeanMaps
 from .metrics import Metrics, compute_metrics
 
@@ -43,6 +55,24 @@ class Mistake:
 
 
 @dataclass
+class OodCheck:
+    """How the out-of-distribution gate tells a folder of other images from the evaluated ones."""
+
+    folder: str
+    scores: dict[str, float]  # each readable image of the folder, by path
+    refused: list[str]  # the folder's files the runtime would not read (too small, not an image, ...)
+    flagged: float  # share of the folder's readable images flagged
+    evaluated_flagged: float  # share of the evaluated (labelled) images flagged
+    roc_auc: float  # the chance that an image of the folder scores above an evaluated one
+    threshold: float
+
+    @property
+    def passed(self) -> list[str]:
+        """The folder's images the gate let through."""
+        return [path for path, score in self.scores.items() if score <= self.threshold]
+
+
+@dataclass
 class EvalResult:
     data: list[Path]  # the folder-per-class sets that were evaluated, one per data root
     metrics: Metrics  # all of them together
@@ -50,6 +80,7 @@ class EvalResult:
     mistakes: list[Mistake]
     skipped: list[str]
     written: list[Path]
+    ood: OodCheck | None = None  # with --ood
 
 
 def splits_of(data: Path) -> dict[str, Path]:
@@ -105,11 +136,18 @@ def describe_dataset(sources: dict[str, Path], out: Path) -> Path:
     return target
 
 
-def evaluate(roots: list[Path], model: Path, out: Path, classes: tuple[str, ...] = ()) -> EvalResult:
+def evaluate(
+    roots: list[Path], model: Path, out: Path, classes: tuple[str, ...] = (), ood: Path | None = None
+) -> EvalResult:
     """Evaluate ``model`` on each data root (its test split if it has one; only ``classes`` when
-    given), each on its own and all together, and write everything to ``out``."""
+    given), each on its own and all together, and write everything to ``out``. With ``ood``, a
+    folder of images that are not like the training images: how well the gate flags them."""
     predictor = Predictor(model)
     info = predictor.info
+    if ood is not None and info.ood is None:
+        raise ModelError(f"{model}: this model has no out-of-distribution score; export it again with cxr-export")
+    if ood is not None and not ood.is_dir():
+        raise DatasetError(f"--ood {ood}: no such folder")
     names = info.class_names
     local = open_sources(roots)
     folders = [evaluation_split(root) for root in local.values()]
@@ -125,9 +163,10 @@ def evaluate(roots: list[Path], model: Path, out: Path, classes: tuple[str, ...]
     if not run.predictions:
         raise DatasetError(f"{', '.join(map(str, folders))}: no readable images")
     predictions, skipped = run.predictions, run.skipped
-    metrics = _metrics(predictions, true_of, names)
+    metrics = _metrics(predictions, true_of, info)
     by_source = {source: [p for p in predictions if source_of[p.file] == source] for source in local}
-    sources = {s: _metrics(ps, true_of, names) for s, ps in by_source.items() if ps} if len(local) > 1 else {}
+    sources = {s: _metrics(ps, true_of, info) for s, ps in by_source.items() if ps} if len(local) > 1 else {}
+    check = _check_ood(predictor, ood, predictions) if ood is not None else None
     mistakes = [Mistake(p.file, true_of[p.file], p.label, p.probabilities) for p in predictions if p.label != true_of[p.file]]
     mean_maps = run.means.means(names)
 
@@ -139,6 +178,17 @@ def evaluate(roots: list[Path], model: Path, out: Path, classes: tuple[str, ...]
         written.append(out / "curves.png")
     plot_confusion(metrics.confusion, names, out / "confusion.png")
     written += [out / "confusion.png", *_draw_heatmaps(run.shown, true_of, mean_maps, out)]
+    if info.calibration is not None:
+        groups = {**by_source, "all": predictions} if len(by_source) > 1 else {"all": predictions}
+        plot_reliability([_reliability(name, ps, true_of, info) for name, ps in groups.items() if ps], out / "reliability.png")
+        written.append(out / "reliability.png")
+    if check is not None:
+        plot_ood_scores(
+            {"evaluated X-rays": _scores(predictions), f"--ood {check.folder}": np.array(list(check.scores.values()))},
+            check.threshold,
+            out / "ood_scores.png",
+        )
+        written.append(out / "ood_scores.png")
 
     record = {
         "model": str(model),
@@ -146,20 +196,59 @@ def evaluate(roots: list[Path], model: Path, out: Path, classes: tuple[str, ...]
         "metrics": asdict(metrics),
         "sources": {source: asdict(m) for source, m in sources.items()},
         "misclassified": [asdict(m) for m in mistakes],
+        "ood": asdict(check) if check else None,
         "skipped": skipped,
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out / "metrics.json", record)
-    _write_report(out / "report.md", model, folders, metrics, sources, mistakes, [p.name for p in written])
-    card = write_model_card(card_path(model), info, metrics, folders, mean_maps, sources)
+    _write_report(out / "report.md", model, folders, metrics, sources, mistakes, [p.name for p in written], check)
+    card = write_model_card(card_path(model), info, metrics, folders, mean_maps, sources, check)
     written += [out / "metrics.json", out / "report.md", card]
-    return EvalResult(folders, metrics, sources, mistakes, skipped, written)
+    return EvalResult(folders, metrics, sources, mistakes, skipped, written, check)
 
 
-def _metrics(predictions: list[Prediction], true_of: dict[str, str], names: list[str]) -> Metrics:
+def _labelled(predictions: list[Prediction], true_of: dict[str, str], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
     labels = np.array([names.index(true_of[p.file]) for p in predictions])
-    probabilities = np.array([[p.probabilities[n] for n in names] for p in predictions])
-    return compute_metrics(labels, probabilities, names)
+    return labels, np.array([[p.probabilities[n] for n in names] for p in predictions])
+
+
+def _metrics(predictions: list[Prediction], true_of: dict[str, str], info: ModelInfo) -> Metrics:
+    labels, probabilities = _labelled(predictions, true_of, info.class_names)
+    temperature = info.calibration.temperature if info.calibration else None
+    flagged = np.array([p.in_distribution is False for p in predictions]) if info.ood else None
+    return compute_metrics(labels, probabilities, info.class_names, temperature, flagged)
+
+
+def _reliability(name: str, predictions: list[Prediction], true_of: dict[str, str], info: ModelInfo) -> Reliability:
+    labels, probabilities = _labelled(predictions, true_of, info.class_names)
+    assert info.calibration is not None  # drawn only for calibrated models
+    before = with_temperature(probabilities, 1 / info.calibration.temperature)
+    return Reliability(name, labels, {"before scaling": before, f"after (T = {info.calibration.temperature:.2f})": probabilities})
+
+
+def _scores(predictions: list[Prediction]) -> np.ndarray:
+    return np.array([p.ood_score for p in predictions], dtype=np.float64)
+
+
+def _check_ood(predictor: Predictor, folder: Path, evaluated: list[Prediction]) -> OodCheck:
+    """Predict every image under ``folder`` and compare its scores with the evaluated images'."""
+    assert predictor.info.ood is not None  # checked before any work
+    files = files_under(folder)
+    outcomes = list(progress(predictor.predict_files(files), "Scoring the --ood images", total=len(files)))
+    scored = [o for o in outcomes if isinstance(o, Prediction)]
+    if not scored:
+        raise DatasetError(f"--ood {folder}: no readable images")
+    theirs, ours = _scores(scored), _scores(evaluated)
+    outside = np.concatenate([np.ones(len(theirs), bool), np.zeros(len(ours), bool)])
+    return OodCheck(
+        folder=str(folder),
+        scores={p.file: float(p.ood_score) for p in scored},
+        refused=[o.error for o in outcomes if isinstance(o, Failure)],
+        flagged=float(np.mean([p.in_distribution is False for p in scored])),
+        evaluated_flagged=float(np.mean([p.in_distribution is False for p in evaluated])),
+        roc_auc=float(roc_auc_score(outside, np.concatenate([theirs, ours]))),
+        threshold=predictor.info.ood.threshold,
+    )
 
 
 @dataclass
@@ -231,6 +320,7 @@ def _write_report(
     sources: dict[str, Metrics],
     mistakes: list[Mistake],
     figures: list[str],
+    check: OodCheck | None,
 ) -> None:
     low, high = metrics.accuracy_ci95
     lines = [
@@ -243,7 +333,8 @@ def _write_report(
         f"macro-F1 {metrics.macro_f1:.3f}.",
         "",
         *source_table(sources),
-        "",
+        *trust_table({**sources, "all": metrics} if sources else {"all": metrics}),
+        *ood_lines(check),
         "| class | precision | recall | F1 | ROC AUC (one-vs-rest) | images |",
         "|---|---|---|---|---|---|",
     ]

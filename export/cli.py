@@ -28,21 +28,27 @@ def main(
             raise CxrError("nothing to export; pass --onnx")
         with extra_imports("cxr-export", "train"):
             from .onnx_export import export_onnx
-            from .quantize import export_int8
+            from .quantize import MIN_AGREEMENT, export_int8
         result = export_onnx(model, out, data)
         typer.echo(
             f"parity: max probability difference {result.max_abs_diff:.2e} over "
             f"{result.parity_images} images (limit 1e-04); heat maps add up to the probabilities "
-            f"within {result.map_sum_diff:.2e}"
+            f"within {result.map_sum_diff:.2e}; out-of-distribution score within {result.score_diff:.1e} (relative)"
         )
         typer.echo(f"wrote {result.path} ({result.size_bytes / 1e6:.1f} MB)")
         if int8:
             quantized = export_int8(out, out.with_name(f"{out.stem}.int8.onnx"), result.data)
             typer.echo(
                 f"int8: top-1 agreement with FP32 {quantized.agreement:.1%} over "
-                f"{quantized.test_images} images (minimum 99%); heat maps' correlation with FP32's "
-                f"{quantized.map_correlation:.4f}"
+                f"{quantized.test_images} images (minimum 99%), on the out-of-distribution flag "
+                f"{quantized.flag_agreement:.1%}; heat maps' correlation with FP32's {quantized.map_correlation:.4f}"
             )
+            if quantized.flag_agreement < MIN_AGREEMENT:
+                typer.echo(
+                    f"warning: the INT8 model's out-of-distribution flag agrees with FP32's on only "
+                    f"{quantized.flag_agreement:.1%} of test images; prefer the FP32 model where the flag matters",
+                    err=True,
+                )
             typer.echo(
                 f"wrote {quantized.path} ({quantized.fp32_bytes / 1e6:.1f} MB -> "
                 f"{quantized.int8_bytes / 1e6:.1f} MB)"

@@ -22,12 +22,15 @@ from cxr.core.errors import DatasetError, ModelError, first_line
 from cxr.core.files import atomic_path, located
 from cxr.core.progress import phase
 from cxr.runtime.imaging import PREPROCESSING, load_image
-from cxr.runtime.metadata import HeatmapSpec, InputSpec, ModelInfo
+from cxr.runtime.metadata import Calibration, HeatmapSpec, InputSpec, ModelInfo, OodSpec
+from cxr.train import ood
 from cxr.train.config import Head, ModelRecipe
 from cxr.train.model import EVIDENCE, PROBABILITIES, in_graph_preprocessing, with_evidence_maps
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
+SCORE_TOLERANCE = 1e-3  # relative: the scores are sums of hundreds of squares, in the thousands
+CALIBRATION = "temperature scaling (Guo et al. 2017) on the validation split: the output layer's weights and bias divided by T"
 PARITY_IMAGES = 16
 HEATMAP_METHODS: dict[Head, str] = {
     "flatten": "HiResCAM (Draelos & Carin 2020): each cell's exact contribution to the class logit",
@@ -40,6 +43,7 @@ class ExportResult:
     path: Path
     max_abs_diff: float  # largest probability difference, Keras against onnxruntime
     map_sum_diff: float  # largest difference between softmax(the maps' sums + bias) and the probabilities
+    score_diff: float  # largest relative difference of the out-of-distribution score, Keras against onnxruntime
     parity_images: int
     size_bytes: int
     data: list[Path]  # the data roots: the parity check used the first, INT8 uses them all
@@ -63,7 +67,8 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     images = _parity_images(data, class_names, size, contrast)
     recipe = _model_recipe(config)
 
-    explained = with_evidence_maps(model, recipe.head)
+    gaussians = _gaussians(model_path)
+    explained = ood.with_score(with_evidence_maps(model, recipe.head), gaussians)
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
     with phase("Converting to ONNX (tf2onnx)"):
         proto, _ = tf2onnx.convert.from_keras(explained, input_signature=spec, opset=OPSET)
@@ -84,6 +89,13 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
             bias=model.get_layer(PROBABILITIES).get_weights()[1].tolist(),
             method=HEATMAP_METHODS[recipe.head],
         ),
+        ood=OodSpec(
+            output=ood.OUTPUT,
+            threshold=metrics["ood"]["threshold"],
+            score=metrics["ood"]["score"],
+            validation_pass=metrics["ood"]["validation_pass"],
+        ),
+        calibration=Calibration(temperature=metrics["calibration"]["temperature"], method=CALIBRATION),
     )
     onnx.helper.set_model_props(proto, info.to_metadata())
     proto.doc_string = "cxr chest X-ray classifier (research and teaching, not diagnosis)"
@@ -91,7 +103,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     with atomic_path(out_path) as tmp:
         onnx.save(proto, tmp)
         with phase(f"Checking parity with Keras on {len(images)} images"):
-            diff, map_diff = parity(model, tmp, images, np.array(info.heatmaps.bias))
+            diff, map_diff, score_diff = parity(explained, tmp, images, np.array(info.heatmaps.bias))
         if diff > PARITY_TOLERANCE:
             raise ModelError(
                 f"ONNX output differs from Keras by {diff:.2e} (> {PARITY_TOLERANCE:.0e}); not written"
@@ -100,25 +112,32 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
             raise ModelError(
                 f"the heat maps do not add up to the probabilities (off by {map_diff:.2e}); not written"
             )
-    return ExportResult(out_path, diff, map_diff, len(images), out_path.stat().st_size, roots)
+        if score_diff > SCORE_TOLERANCE:
+            raise ModelError(
+                f"ONNX out-of-distribution score differs from Keras by {score_diff:.2e} (relative, > {SCORE_TOLERANCE:.0e}); not written"
+            )
+    return ExportResult(out_path, diff, map_diff, score_diff, len(images), out_path.stat().st_size, roots)
 
 
-def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.ndarray) -> tuple[float, float]:
-    """On ``images``: the largest difference between Keras' and onnxruntime's probabilities, and
-    between onnxruntime's probabilities and the softmax of its maps' sums plus ``bias``."""
+def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.ndarray) -> tuple[float, float, float]:
+    """On ``images``, with ``model`` the Keras graph that was converted: the largest difference
+    between Keras' and onnxruntime's probabilities; between onnxruntime's probabilities and the
+    softmax of its maps' sums plus ``bias``; and the largest relative difference of the scores."""
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     batch = images.astype(np.float32)
-    expected = np.asarray(model.predict(batch, verbose=0))
-    got, maps = session.run([PROBABILITIES, EVIDENCE], {session.get_inputs()[0].name: batch})
+    expected, _, expected_scores = (np.asarray(output) for output in model.predict(batch, verbose=0))
+    got, maps, scores = session.run([PROBABILITIES, EVIDENCE, ood.OUTPUT], {session.get_inputs()[0].name: batch})
     logits = maps.sum(axis=(2, 3)) + bias
     from_maps = np.exp(logits - logits.max(axis=1, keepdims=True))
     from_maps /= from_maps.sum(axis=1, keepdims=True)
-    return float(np.max(np.abs(expected - got))), float(np.max(np.abs(from_maps - got)))
+    score_diff = np.max(np.abs(scores - expected_scores) / np.maximum(np.abs(expected_scores), 1.0))
+    return float(np.max(np.abs(expected - got))), float(np.max(np.abs(from_maps - got))), float(score_diff)
 
 
 def _summaries(splits: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """What the model file keeps of each split's metrics (not the confusion matrix)."""
-    return {name: {key: split[key] for key in ("accuracy", "loss", "count", "per_class")} for name, split in splits.items()}
+    kept = ("accuracy", "loss", "ece", "uncalibrated", "flagged", "count", "per_class")
+    return {name: {key: split[key] for key in kept} for name, split in splits.items()}
 
 
 def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -133,6 +152,16 @@ def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             f"is missing or damaged ({error})"
         ) from None
     return config, metrics
+
+
+def _gaussians(model_path: Path) -> ood.ClassGaussians:
+    saved = model_path.parent / ood.FILE
+    if not saved.is_file():
+        raise ModelError(
+            f"{model_path.parent}: no {ood.FILE} beside the model (trained before the out-of-distribution "
+            "gate); train it again with this cxr"
+        )
+    return ood.ClassGaussians.load(saved)
 
 
 def _model_recipe(config: dict[str, Any]) -> ModelRecipe:

@@ -24,6 +24,8 @@ app = new_app(__doc__)
 
 # Below this many files a progress bar is only noise.
 _PROGRESS_FROM = 10
+# How the table marks an image the model's out-of-distribution gate flags: its class is no answer.
+UNLIKE = "no: unlike the training images"
 
 
 @app.command(cls=Command)
@@ -37,7 +39,10 @@ def main(
     heatmaps: Annotated[Path | None, typer.Option("--heatmaps", metavar="DIR", help="Write one PNG per input to this folder: the predicted class's evidence map over the image as the model read it.", show_default=False)] = None,
     version: VersionOption = False,
 ) -> None:
-    """Predict each file; exit 1 if any input could not be read."""
+    """Predict each file; exit 1 if any input could not be read.
+
+    Images unlike those the model was trained on (not a chest X-ray, or one very unlike them) are
+    still predicted, and marked in_distribution "no"; that is a result, not an error."""
     with boundary():
         predictor = Predictor(model, provider=provider, threads=threads or None)
         files, failures = expand_inputs(inputs)
@@ -48,7 +53,8 @@ def main(
         if heatmaps is not None and heatmaps.exists() and not heatmaps.is_dir():
             raise CxrError(f"--heatmaps {heatmaps}: not a folder")
         names = predictor.info.class_names
-        columns = ["file", "class", *names, *(["heatmap"] if heatmaps else [])]
+        gated = predictor.info.ood is not None
+        columns = ["file", "class", *names, *(["ood_score", "in_distribution"] if gated else []), *(["heatmap"] if heatmaps else [])]
         if not as_json:
             typer.echo("\t".join(columns))
         rows: list[Row] = []
@@ -63,7 +69,7 @@ def main(
                 continue
             row = Row(outcome, overlays.write(outcome) if overlays else None)
             rows.append(row)
-            typer.echo(json.dumps(row.to_json()) if as_json else "\t".join(row.cells(names, 4)))
+            typer.echo(json.dumps(row.to_json()) if as_json else "\t".join(row.cells(names, table=True)))
         if csv_path is not None:
             write_csv(csv_path, rows, columns, names)
     if failures:
@@ -77,9 +83,14 @@ class Row:
     prediction: Prediction
     heatmap: Path | None  # the overlay PNG written for it, if any
 
-    def cells(self, names: list[str], digits: int) -> list[str]:
+    def cells(self, names: list[str], table: bool) -> list[str]:
+        """The row's cells: rounded and the flag in words for the table, in full for a CSV file."""
         result = self.prediction
+        digits = 4 if table else 6
         cells = [result.file, result.label, *(f"{result.probabilities[n]:.{digits}f}" for n in names)]
+        if result.in_distribution is not None:
+            flag = ("yes" if result.in_distribution else UNLIKE) if table else str(result.in_distribution).lower()
+            cells += [f"{result.ood_score:.{digits}g}", flag]
         return cells + ([str(self.heatmap)] if self.heatmap else [])
 
     def to_json(self) -> dict[str, object]:
@@ -90,6 +101,9 @@ class Row:
             "probabilities": result.probabilities,
             "seconds": round(result.seconds, 4),
         }
+        if result.in_distribution is not None:
+            line["ood_score"] = result.ood_score
+            line["in_distribution"] = result.in_distribution
         if self.heatmap:
             line["heatmap"] = str(self.heatmap)
         return line
@@ -134,4 +148,4 @@ def write_csv(target: Path, rows: list[Row], columns: list[str], names: list[str
     with atomic_path(target) as tmp, tmp.open("w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
         writer.writerow(columns)
-        writer.writerows(row.cells(names, 6) for row in rows)
+        writer.writerows(row.cells(names, table=False) for row in rows)

@@ -7,7 +7,7 @@ so tools such as Netron show it readably and a predictor needs nothing beside th
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from cxr.core.errors import ModelError
@@ -44,6 +44,25 @@ class HeatmapSpec:
 
 
 @dataclass(frozen=True)
+class OodSpec:
+    """How to read the graph's out-of-distribution score: output ``output``, shape (N,); larger is
+    less like the training images, and above ``threshold`` an image is flagged."""
+
+    output: str
+    threshold: float
+    score: str  # what the score is, in words
+    validation_pass: float  # the share of each source's validation images under the threshold
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The temperature the graph's logits are divided by before the softmax."""
+
+    temperature: float
+    method: str
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     class_names: list[str]  # in the order of the model's output
     input: InputSpec
@@ -54,6 +73,8 @@ class ModelInfo:
     created: str = ""
     quantization: str = "none"
     heatmaps: HeatmapSpec | None = None  # None in models exported before evidence maps
+    ood: OodSpec | None = None  # None in models exported before the out-of-distribution gate
+    calibration: Calibration | None = None  # None in models exported before temperature scaling
 
     def to_metadata(self) -> dict[str, str]:
         props = {f"{_PREFIX}format": FORMAT}
@@ -69,11 +90,13 @@ class ModelInfo:
                 "export it with cxr-export --onnx"
             )
         try:
-            values = {f.name: json.loads(props[_PREFIX + f.name]) for f in fields(cls) if f.name != "heatmaps"}
+            values = {f.name: json.loads(props[_PREFIX + f.name]) for f in fields(cls) if f.name not in _ADDED}
             values["input"] = InputSpec(**{**values["input"], "pixel_range": tuple(values["input"]["pixel_range"])})
-            heatmaps = json.loads(props.get(f"{_PREFIX}heatmaps", "null"))
-            if heatmaps:
-                values["heatmaps"] = HeatmapSpec(**{**heatmaps, "grid": tuple(heatmaps["grid"])})
+            for name, spec in _ADDED.items():
+                found = json.loads(props.get(_PREFIX + name, "null"))
+                values[name] = spec(**found) if found else None
+            if values["heatmaps"]:
+                values["heatmaps"] = replace(values["heatmaps"], grid=tuple(values["heatmaps"].grid))
             info = cls(**values)
         except (KeyError, TypeError, ValueError) as error:
             raise ModelError(f"{source}: damaged cxr metadata ({error})") from None
@@ -90,3 +113,7 @@ class ModelInfo:
     def cell_pixels(self) -> float:
         """Input pixels per heat-map cell, across (32 for VGG16's 7x7 map of a 224-pixel input)."""
         return self.input.width / self.heatmaps.grid[1] if self.heatmaps else 0.0
+
+
+# Fields added after the format's first release: absent from older model files, read as None.
+_ADDED: dict[str, type] = {"heatmaps": HeatmapSpec, "ood": OodSpec, "calibration": Calibration}

@@ -1,8 +1,7 @@
 """The edge predictor: a model written by cxr-export, one onnxruntime session, reused and thread-safe.
 
 The Predictor owns how its model reads an image: ``prepare`` makes model input from any image source,
-``predict_batch`` runs the model on prepared inputs (``explain_batch`` also returns the heat maps),
-``predict`` and ``predict_files`` do both.
+``run_batch`` runs the model on prepared inputs, ``predict`` and ``predict_files`` do both.
 """
 
 from __future__ import annotations
@@ -38,10 +37,24 @@ class Prediction:
     probabilities: dict[str, float]  # in the model's class order
     seconds: float  # reading the image and its share of the model call
     heatmaps: Heatmaps | None = None  # when asked for: the predicted class's map, or every class's
+    # The model's out-of-distribution score, and whether it is at or under the model's threshold: if
+    # not, the image is unlike the training images and the class is no answer. None for models
+    # exported without the gate.
+    ood_score: float | None = None
+    in_distribution: bool | None = None
 
     @property
     def probability(self) -> float:
         return self.probabilities[self.label]
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """One model call's results for N prepared inputs."""
+
+    probabilities: np.ndarray  # (N, classes)
+    scores: np.ndarray | None  # (N,) out-of-distribution scores; None for a model without the gate
+    maps: np.ndarray | None  # (N, classes, h, w) evidence maps, when asked for
 
 
 @dataclass(frozen=True)
@@ -89,17 +102,17 @@ class Predictor:
         """
         return load_image(image, self.info.image_size, self.info.input.contrast, name)
 
-    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
-        """Probabilities, shape (N, classes), for prepared inputs of shape (N, size, size, 3)."""
-        return self._session.run([self._probabilities], {self.input_name: inputs.astype(np.float32)})[0]
-
-    def explain_batch(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (N, classes) and evidence maps (N, classes, h, w) from one model call."""
-        if self.info.heatmaps is None:
+    def run_batch(self, inputs: np.ndarray, maps: bool = False) -> Outputs:
+        """One model call on prepared inputs of shape (N, size, size, 3); the evidence maps too
+        when ``maps``."""
+        if maps and self.info.heatmaps is None:
             raise ModelError(f"{self.path}: this model has no heat maps; export it again with cxr-export")
-        outputs = [self._probabilities, self.info.heatmaps.output]
-        probabilities, maps = self._session.run(outputs, {self.input_name: inputs.astype(np.float32)})
-        return probabilities, maps
+        names = [self._probabilities]
+        names += [self.info.ood.output] if self.info.ood else []
+        names += [self.info.heatmaps.output] if maps else []
+        results = iter(self._session.run(names, {self.input_name: inputs.astype(np.float32)}))
+        probabilities = next(results)
+        return Outputs(probabilities, next(results) if self.info.ood else None, next(results) if maps else None)
 
     def predict(self, image: ImageSource, name: str | None = None, heatmaps: HeatmapChoice = "none") -> Prediction:
         """Read one image (raises InputFileError naming it) and classify it."""
@@ -143,42 +156,36 @@ class Predictor:
             yield from pending
             return
         started = time.perf_counter()
-        inputs = np.stack([pixels for _, pixels, _ in read])
-        if heatmaps == "none":
-            probabilities, maps = self.predict_batch(inputs), [None] * len(read)
-        else:
-            probabilities, maps = self.explain_batch(inputs)
+        outputs = self.run_batch(np.stack([pixels for _, pixels, _ in read]), maps=heatmaps != "none")
         share = (time.perf_counter() - started) / len(read)
-        rows = iter(zip(probabilities, maps))
+        rows = iter(range(len(read)))
         for item in pending:
             if isinstance(item, Failure):
                 yield item
                 continue
             name, pixels, seconds = item
-            row, evidence = next(rows)
-            yield self._prediction(name, row, seconds + share, pixels, evidence, heatmaps)
+            yield self._prediction(name, outputs, next(rows), seconds + share, pixels, heatmaps)
 
     def _prediction(
-        self,
-        file: str,
-        probabilities: np.ndarray,
-        seconds: float,
-        pixels: np.ndarray,
-        evidence: np.ndarray | None,
-        heatmaps: HeatmapChoice,
+        self, file: str, outputs: Outputs, row: int, seconds: float, pixels: np.ndarray, heatmaps: HeatmapChoice
     ) -> Prediction:
+        """The prediction for row ``row`` of one model call's outputs."""
         names = self.info.class_names
+        probabilities = outputs.probabilities[row]
         label = names[int(np.argmax(probabilities))]
         maps = None
-        if evidence is not None:
+        if outputs.maps is not None:
             shown = names if heatmaps == "all" else [label]
-            maps = Heatmaps(pixels, {name: evidence[names.index(name)] for name in shown})
+            maps = Heatmaps(pixels, {name: outputs.maps[row, names.index(name)] for name in shown})
+        score = None if outputs.scores is None else float(outputs.scores[row])
         return Prediction(
             file=file,
             label=label,
             probabilities={name: float(p) for name, p in zip(names, probabilities)},
             seconds=seconds,
             heatmaps=maps,
+            ood_score=score,
+            in_distribution=None if score is None else score <= self.info.ood.threshold,
         )
 
 

@@ -15,7 +15,8 @@ def assert_one_line_error(result, needle: str, code: int = 2) -> None:
 def assert_maps_add_up(predictor, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each class's cells plus its bias are the logits: their softmax is the probability output.
     Returns the logits and the maps."""
-    probabilities, maps = predictor.explain_batch(images)
+    outputs = predictor.run_batch(images, maps=True)
+    probabilities, maps = outputs.probabilities, outputs.maps
     assert maps.shape == (len(images), len(predictor.info.class_names), *predictor.info.heatmaps.grid)
     logits = maps.sum(axis=(2, 3)) + np.array(predictor.info.heatmaps.bias)
     softmax = np.exp(logits - logits.max(axis=1, keepdims=True))

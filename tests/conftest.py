@@ -49,6 +49,21 @@ def exported(trained):
 
 
 @pytest.fixture(scope="session")
+def not_xrays(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of images that are not chest X-rays (not_xrays.py)."""
+    pytest.importorskip("skimage", reason="scikit-image (the dev extra) ships the sample images")
+    from not_xrays import write_not_xrays
+
+    return write_not_xrays(tmp_path_factory.mktemp("not-xrays"))
+
+
+@pytest.fixture(scope="session")
+def photo(not_xrays: Path) -> Path:
+    """A cat (scikit-image's chelsea.png)."""
+    return not_xrays / "chelsea.png"
+
+
+@pytest.fixture(scope="session")
 def real_weights(real_data: list[Path]) -> Path:
     """VGG16 ImageNet weights from the shared tool (Keras' download server is unreachable here)."""
     if not WEIGHTS_TOOL.is_file():

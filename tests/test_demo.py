@@ -38,15 +38,29 @@ def probabilities(label: dict) -> dict[str, float]:
     return {c["label"]: c["confidence"] for c in label["confidences"]}
 
 
-def test_api_returns_the_predictors_probabilities(client: Client, exported, dataset: Path) -> None:
+def ask(client: Client, image: Path) -> tuple[dict | None, dict]:
+    """The API's answer: the label (none for an image the gate flags) and the details."""
+    return client.predict(handle_file(str(image)), api_name="/predict")
+
+
+def test_api_returns_the_predictors_probabilities_and_gate(client: Client, exported, dataset: Path) -> None:
     image = dataset / "test" / "Normal" / "0.jpeg"
-    label = client.predict(handle_file(str(image)), api_name="/predict")
+    label, details = ask(client, image)
     expected = Predictor(exported.path).predict(image)
-    assert label["label"] == expected.label == "Normal"
+    assert label["label"] == expected.label == details["class"] == "Normal"
     got = probabilities(label)
     assert got.keys() == expected.probabilities.keys()
     assert all(abs(got[k] - expected.probabilities[k]) <= 1e-6 for k in got)
     assert sum(got.values()) == pytest.approx(1.0, abs=1e-5)
+    assert details["ood_score"] == pytest.approx(expected.ood_score, rel=1e-6)
+    assert details["in_distribution"] is expected.in_distribution is True
+
+
+def test_a_photo_is_flagged_not_answered(client: Client, exported, photo: Path) -> None:
+    label, details = ask(client, photo)
+    assert details["in_distribution"] is False and not label
+    assert details["ood_score"] > Predictor(exported.path).info.ood.threshold
+    assert details["probabilities"].keys() == {"Covid", "Normal", "Viral Pneumonia"}  # still given
 
 
 def test_bad_upload_is_an_error_and_the_server_goes_on(client: Client, dataset: Path, tmp_path: Path) -> None:
@@ -54,8 +68,7 @@ def test_bad_upload_is_an_error_and_the_server_goes_on(client: Client, dataset: 
     bad.write_text("this is not an X-ray")
     with pytest.raises(AppError, match="notes.png: not an image"):
         client.predict(handle_file(str(bad)), api_name="/predict")
-    good = client.predict(handle_file(str(dataset / "test" / "Covid" / "0.jpeg")), api_name="/predict")
-    assert good["label"] == "Covid"
+    assert ask(client, dataset / "test" / "Covid" / "0.jpeg")[0]["label"] == "Covid"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -72,7 +85,7 @@ def test_the_demo_answers_each_input_in_one_line(client: Client, case: Case, tmp
         logged = [r.getMessage() for r in caplog.records if path.name in r.getMessage()]
         assert len(logged) == 1 and "\n" not in logged[0], logged
     else:
-        assert client.predict(handle_file(str(path)), api_name="/predict")["label"]
+        assert ask(client, path)[1]["class"] in ("Covid", "Normal", "Viral Pneumonia")
 
 
 def test_twenty_calls_at_once(client: Client, dataset: Path) -> None:
@@ -81,7 +94,7 @@ def test_twenty_calls_at_once(client: Client, dataset: Path) -> None:
     with ThreadPoolExecutor(max_workers=20) as pool:
         labels = list(pool.map(lambda job: job.result(timeout=120), jobs))
     assert len(labels) == 20
-    assert [label["label"] for label in labels] == [images[i % len(images)].parent.name for i in range(20)]
+    assert [details["class"] for _, details in labels] == [images[i % len(images)].parent.name for i in range(20)]
 
 
 def test_share_offline_fails_soft(exported, dataset: Path, monkeypatch) -> None:
@@ -94,9 +107,7 @@ def test_share_offline_fails_soft(exported, dataset: Path, monkeypatch) -> None:
     result = serve(exported.path, port=free_port("127.0.0.1", 7900), share=True, block=False)
     try:
         assert result.share_url is None and "serving locally" in result.notice and "\n" not in result.notice
-        image = handle_file(str(dataset / "test" / "Covid" / "0.jpeg"))
-        label = Client(result.local_url, verbose=False).predict(image, api_name="/predict")
-        assert label["label"] == "Covid"
+        assert ask(Client(result.local_url, verbose=False), dataset / "test" / "Covid" / "0.jpeg")[0]["label"] == "Covid"
     finally:
         result.app.close()
 
@@ -117,7 +128,7 @@ def test_a_taken_port_is_one_line(exported) -> None:
     assert_one_line_error(result, f"cannot serve on 127.0.0.1:{port}")
 
 
-def test_upload_in_a_real_browser(served, dataset: Path, tmp_path: Path) -> None:
+def test_upload_in_a_real_browser(served, exported, dataset: Path, photo: Path, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -129,7 +140,10 @@ def test_upload_in_a_real_browser(served, dataset: Path, tmp_path: Path) -> None
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.goto(served.local_url)
-            page.locator("#xray-upload input[type=file]").set_input_files(str(dataset / "test" / "Viral Pneumonia" / "0.jpeg"))
+            # An X-ray the gate lets through (on this tiny synthetic set, not every test image is).
+            predictor = Predictor(exported.path)
+            xray = next(p for p in sorted((dataset / "test" / "Viral Pneumonia").iterdir()) if predictor.predict(p).in_distribution)
+            page.locator("#xray-upload input[type=file]").set_input_files(str(xray))
             heading = page.locator("#prediction h2, #prediction .output-class").first
             heading.wait_for(timeout=60_000)
             page.wait_for_function(
@@ -152,7 +166,16 @@ def test_upload_in_a_real_browser(served, dataset: Path, tmp_path: Path) -> None
                 "src => document.querySelector('#heatmap img')?.getAttribute('src') !== src", arg=first, timeout=60_000
             )
             assert "cells of about" in page.locator("body").inner_text()
+            assert not page.locator("#ood-warning").is_visible()
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
+            # A photo, on a fresh page: the warning appears, and no class is shown as the answer.
+            page.goto(served.local_url)
+            page.locator("#xray-upload input[type=file]").set_input_files(str(photo))
+            page.locator("#ood-warning").get_by_text("unlike the training images").wait_for(timeout=60_000)
+            page.wait_for_function(
+                "() => !document.querySelector('#prediction h2, #prediction .output-class')", timeout=60_000
+            )
+            assert "not an answer" in page.locator("body").inner_text()
         finally:
             browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000

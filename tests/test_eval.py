@@ -183,3 +183,32 @@ def test_drawing_figures_leaves_matplotlib_as_it_was(tmp_path: Path) -> None:
     assert done.stdout.split() == ["svg", "False"]
     with Image.open(tmp_path / "c.png") as figure:
         assert figure.format == "PNG"
+
+
+def test_eval_reports_calibration_and_the_gate_on_other_images(exported, dataset: Path, not_xrays: Path, tmp_path: Path) -> None:
+    out = tmp_path / "reports"
+    result = runner.invoke(eval_app, ["--data", str(dataset), "--model", str(exported.path), "--out", str(out), "--ood", str(not_xrays)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "metrics.json").read_text())
+    check, metrics = record["ood"], record["metrics"]
+    readable = [p for p in not_xrays.iterdir() if p.name != "no_time_for_that_tiny.gif"]
+    assert len(check["scores"]) == len(readable)
+    flagged = np.mean([score > check["threshold"] for score in check["scores"].values()])
+    assert check["flagged"] == pytest.approx(flagged) and check["flagged"] >= 0.9
+    assert metrics["flagged"] <= 0.25 and check["roc_auc"] >= 0.9  # the synthetic test split mostly passes
+    assert f"{check['flagged']:.1%} of {len(readable)} images flagged" in result.stdout
+    # ECE before scaling is measured by undoing the model's own temperature.
+    assert metrics["uncalibrated"]["ece"] != metrics["confidence"]["ece"]
+    for name in ("reliability.png", "ood_scores.png"):
+        with Image.open(out / name) as figure:
+            assert figure.format == "PNG" and figure.width >= 500, name
+    report = (out / "report.md").read_text()
+    assert "ECE before scaling" in report and "flagged" in report and "ROC AUC of the score" in report
+    card = (exported.path.parent / "MODEL_CARD.md").read_text()
+    assert "## When it does not know" in card and "does not catch a chest X-ray of another disease" in card
+
+
+def test_eval_ood_needs_a_folder_and_a_gated_model(exported, dataset: Path, tmp_path: Path) -> None:
+    result = runner.invoke(eval_app, ["--data", str(dataset), "--model", str(exported.path), "--out", str(tmp_path / "r"), "--ood", str(tmp_path / "none")])
+    assert_one_line_error(result, "--ood")
+    assert not (tmp_path / "r").exists()

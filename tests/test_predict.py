@@ -82,8 +82,8 @@ def test_cli_table_json_and_csv(exported, dataset: Path, tmp_path: Path) -> None
     table = runner.invoke(predict_app, [str(one), "--model", str(exported.path)])
     assert table.exit_code == 0, table.output
     header, row = table.stdout.splitlines()
-    assert header.split("\t") == ["file", "class", "Covid", "Normal", "Viral Pneumonia"]
-    assert row.split("\t")[:2] == [str(one), "Covid"]
+    assert header.split("\t") == ["file", "class", "Covid", "Normal", "Viral Pneumonia", "ood_score", "in_distribution"]
+    assert row.split("\t")[:2] == [str(one), "Covid"] and row.split("\t")[-1] == "yes"
 
     csv_path = tmp_path / "out.csv"
     lines = runner.invoke(predict_app, [str(folder), str(one), "--json", "--csv", str(csv_path), "--model", str(exported.path)])
@@ -92,8 +92,19 @@ def test_cli_table_json_and_csv(exported, dataset: Path, tmp_path: Path) -> None
     expected_files = [str(p) for p in sorted(folder.iterdir())] + [str(one)]
     assert [r["file"] for r in records] == expected_files
     assert {r["class"] for r in records[:-1]} == {"Normal"}
-    assert csv_path.read_text().splitlines()[0] == "file,class,Covid,Normal,Viral Pneumonia"
-    assert len(csv_path.read_text().splitlines()) == len(records) + 1
+    assert all(isinstance(r["in_distribution"], bool) and r["ood_score"] > 0 for r in records)
+    rows = csv_path.read_text().splitlines()
+    assert rows[0] == "file,class,Covid,Normal,Viral Pneumonia,ood_score,in_distribution"
+    assert len(rows) == len(records) + 1
+    assert [row.split(",")[-1] for row in rows[1:]] == [str(r["in_distribution"]).lower() for r in records]
+
+
+def test_cli_marks_a_photo_unlike_the_training_images_and_still_exits_0(exported, photo: Path) -> None:
+    table = runner.invoke(predict_app, [str(photo), "--model", str(exported.path)])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.splitlines()[1].endswith("\tno: unlike the training images")
+    line = json.loads(runner.invoke(predict_app, [str(photo), "--json", "--model", str(exported.path)]).stdout)
+    assert line["in_distribution"] is False and line["ood_score"] > Predictor(exported.path).info.ood.threshold
 
 
 def test_cli_bad_files_fail_alone_with_exit_1(exported, dataset: Path, tmp_path: Path, monkeypatch) -> None:

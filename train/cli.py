@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from cxr.core.datasets import scan_roots
 from cxr.runtime.imaging import Contrast
 
 from .config import REFERENCE_RECIPE, Balance, Head, Preprocess, TrainConfig
+
+if TYPE_CHECKING:  # the trainer imports Keras, which only the command itself waits for
+    from .trainer import SplitMetrics
 
 app = new_app(__doc__)
 _DEFAULTS = TrainConfig(data=Path())
@@ -59,13 +62,18 @@ def main(
 
         options = {k: v for k, v in ctx.params.items() if k in _OPTIONS}
         result = train(TrainConfig(**{**options, **(REFERENCE_RECIPE if reference else {})}), roots)
+    trust = result.trust
+    typer.echo(
+        f"temperature {trust.temperature:.3f} and out-of-distribution threshold {trust.threshold:.4g}, "
+        f"chosen on {trust.fitted_on}"
+    )
     for name, split in result.splits.items():
-        typer.echo(f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ({split.count} images)")
+        typer.echo(_split_line(name, split, f"{split.count} images"))
     if len(result.sources) > 1:  # each source on its own: a total can hide one that fails
         for source, splits in result.sources.items():
             for name, split in splits.items():
                 if name != "train":
-                    typer.echo(f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ({split.count} images of {source})")
+                    typer.echo(_split_line(name, split, f"{split.count} images of {source}"))
     if result.cached:
         typer.echo(f"{result.cached} images' features read from the cache (--no-cache to recompute)")
     if result.test_copies:
@@ -73,3 +81,10 @@ def main(
     if result.skipped:
         typer.echo(f"skipped {len(result.skipped)} unreadable files (listed in metrics.json)")
     typer.echo(f"wrote {result.model_path} in {result.seconds['total']:.0f} s")
+
+
+def _split_line(name: str, split: SplitMetrics, what: str) -> str:
+    return (
+        f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ECE {split.ece:.3f} "
+        f"({split.uncalibrated.ece:.3f} before scaling)  flagged {split.flagged:.1%}  ({what})"
+    )

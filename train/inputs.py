@@ -177,8 +177,8 @@ def rows_as_inputs(array: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return np.asarray(array[rows], dtype=np.float32)
 
 
-def predict(model: keras.Model, array: np.ndarray, rows: np.ndarray, batch_size: int, description: str) -> np.ndarray:
-    """``model`` on the given rows, a batch at a time."""
+def predict(model: keras.Model, array: np.ndarray, rows: np.ndarray, batch_size: int, description: str) -> list[np.ndarray]:
+    """Each of ``model``'s outputs on the given rows, computed a batch at a time."""
     starts = range(0, len(rows), batch_size)
-    outputs = [np.asarray(model.predict_on_batch(rows_as_inputs(array, rows[i : i + batch_size]))) for i in progress(starts, description)]
-    return np.concatenate(outputs) if outputs else np.zeros((0, model.output.shape[-1]), np.float32)
+    batches = [model.predict_on_batch(rows_as_inputs(array, rows[i : i + batch_size])) for i in progress(starts, description)]
+    return [np.concatenate([np.asarray(batch[k]) for batch in batches]) for k in range(len(model.outputs))]

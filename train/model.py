@@ -35,14 +35,22 @@ class TransferModel:
 
         None means the image input or the final output. Segments share the model's weights.
         """
-        first = self._index(start) + 1 if start else 0
-        last = self._index(end) if end else len(self.chain) - 1
+        inputs, tensors = self.tensors(start)
+        last = tensors[end] if end else tensors[self.chain[-1].name]
+        return keras.Model(inputs, last, name=f"{start or 'image'}_to_{end or 'output'}")
+
+    def tensors(self, start: str | None) -> tuple[keras.KerasTensor, dict[str, keras.KerasTensor]]:
+        """The input after layer ``start`` (None: the image) and, by layer name, its own output (the
+        input) and each later layer's on it; a model from the one to any of the others shares this
+        model's weights."""
         if start is None:
-            return keras.Model(self.model.input, self.outputs[last], name=f"to_{end or 'output'}")
+            return self.model.input, {layer.name: x for layer, x in zip(self.chain, self.outputs)}
+        first = self._index(start) + 1
         x = inputs = keras.Input(shape=self.outputs[first - 1].shape[1:], name=f"{start}_output")
-        for layer in self.chain[first : last + 1]:
-            x = layer(x)
-        return keras.Model(inputs, x, name=f"{start}_to_{end or 'output'}")
+        tensors = {start: inputs}
+        for layer in self.chain[first:]:
+            x = tensors[layer.name] = layer(x)
+        return inputs, tensors
 
     def freeze_all_but_last_blocks(self, blocks: int) -> None:
         """Freeze every VGG16 convolution except those of the last ``blocks`` blocks; the head trains."""

@@ -15,15 +15,18 @@ import keras
 import numpy as np
 
 from cxr.core import __version__
+from cxr.core.calibration import Confidence, confidence, with_temperature
 from cxr.core.datasets import DataRoot, class_counts, scan_roots, source_names, stratified_split
 from cxr.core.errors import DatasetError
 from cxr.core.figures import plot_curves
 from cxr.core.files import atomic_paths, dump_json
 from cxr.runtime.imaging import load_image
 
+from . import ood
+from .calibration import fit_temperature, fold_temperature
 from .config import TrainConfig
 from .inputs import Batches, Examples, Step, fill, listed, open_stores, predict, sample_weights, store_specs
-from .model import TransferModel, build_model, cut_layer
+from .model import PROBABILITIES, TransferModel, build_model, cut_layer
 from .store import RowStore
 from .weights import resolve_weights
 
@@ -33,10 +36,23 @@ log = logging.getLogger(__name__)
 @dataclass
 class SplitMetrics:
     accuracy: float
-    loss: float
+    loss: float  # of the calibrated probabilities, which the model file gives
+    ece: float
     count: int
     per_class: dict[str, int]
     confusion: list[list[int]]  # rows: true class, columns: predicted class
+    uncalibrated: Confidence  # the same before temperature scaling
+    flagged: float  # share of images the out-of-distribution gate flags
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What makes the model say when not to trust it, fitted after training."""
+
+    temperature: float  # the logits are divided by it (folded into the output layer)
+    gaussians: ood.ClassGaussians
+    threshold: float  # scores above it are flagged as unlike the training images
+    fitted_on: str  # the split T and the threshold were chosen on
 
 
 @dataclass(frozen=True)
@@ -76,6 +92,7 @@ class TrainResult:
     skipped: list[str]
     seconds: dict[str, float]
     validation_files: list[str]  # held out of training, so other tools can check on the same images
+    trust: Trust
     cached: int = 0  # images whose features (or decoded pixels) came from the cache
     test_copies: list[str] = field(default_factory=list)  # test files byte-identical to a train file
 
@@ -129,14 +146,26 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
                 history.setdefault(key, []).extend(values)
         fit_seconds = time.perf_counter() - t0
 
-        probabilities = {
-            name: predict(model, arrays[cut], rows[cut][name], config.batch_size, f"Evaluating ({name})")
+        inputs, tensors = net.tensors(cut)
+        readout = keras.Model(inputs, [tensors[PROBABILITIES], ood.pooled(tensors[ood.LAYER])])
+        outputs = {
+            name: predict(readout, arrays[cut], rows[cut][name], config.batch_size, f"Evaluating ({name})")
             for name in splits
         }
-    metrics = {name: split_metrics(probabilities[name], split.labels, class_names) for name, split in splits.items()}
+    probabilities = {name: values for name, (values, _) in outputs.items()}  # before calibration
+    trust = _fit_trust(splits, probabilities, {name: pooled for name, (_, pooled) in outputs.items()}, len(class_names))
+    fold_temperature(net.model, trust.temperature)
+    scores = {
+        name: keras.ops.convert_to_numpy(ood.distance(pooled, trust.gaussians)) for name, (_, pooled) in outputs.items()
+    }
+
+    def measured(name: str, mine: np.ndarray | slice = slice(None)) -> SplitMetrics:
+        return split_metrics(probabilities[name][mine], splits[name].labels[mine], scores[name][mine], class_names, trust)
+
+    metrics = {name: measured(name) for name in splits}
     by_source = {
         source: {
-            name: split_metrics(probabilities[name][mine], split.labels[mine], class_names)
+            name: measured(name, mine)
             for name, split in splits.items()
             if (mine := split.sources == index).any()
         }
@@ -155,6 +184,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         skipped=filled.skipped,
         seconds=seconds,
         validation_files=[str(path) for path in splits["val"].paths] if "val" in splits else [],
+        trust=trust,
         cached=filled.cached,
         test_copies=filled.test_copies,
     )
@@ -198,6 +228,24 @@ def _fill_stores(
         sum(examples.cached for examples in readable.values()),
         [str(path) for path, digest in zip(test.paths, test.digests) if digest in trained_on],
     )
+
+
+def _fit_trust(
+    splits: dict[str, Examples], probabilities: dict[str, np.ndarray], pooled: dict[str, np.ndarray], num_classes: int
+) -> Trust:
+    """Temperature and threshold chosen on the validation split; the class Gaussians fitted on the
+    training split. Without a validation split (--val-split 0) nothing honest can choose a
+    temperature, so T stays 1 and the threshold comes from the training images, which pass more
+    easily than new ones."""
+    train = splits["train"]
+    gaussians = ood.fit_gaussians(pooled["train"], train.labels, num_classes)
+    fitted_on = "val" if "val" in splits else "train"
+    held = splits[fitted_on]
+    temperature = fit_temperature(probabilities[fitted_on], held.labels) if fitted_on == "val" else 1.0
+    scores = keras.ops.convert_to_numpy(ood.distance(pooled[fitted_on], gaussians))
+    threshold = ood.threshold(scores, held.sources)
+    log.info("temperature %.3f and out-of-distribution threshold %.4g, chosen on %s", temperature, threshold, fitted_on)
+    return Trust(temperature, gaussians, threshold, fitted_on)
 
 
 def _step(net: TransferModel, before: str | None, layer: str | None) -> Step:
@@ -248,18 +296,25 @@ def _fit(
     return fitted.history
 
 
-def split_metrics(probabilities: np.ndarray, labels: np.ndarray, class_names: list[str]) -> SplitMetrics:
-    predicted = probabilities.argmax(axis=1)
-    # The same clipped cross-entropy Keras reports during fit.
-    picked = np.clip(probabilities[np.arange(len(labels)), labels], 1e-7, 1.0)
+def split_metrics(
+    probabilities: np.ndarray, labels: np.ndarray, scores: np.ndarray, class_names: list[str], trust: Trust
+) -> SplitMetrics:
+    """Metrics of the model as exported, from its probabilities before calibration and its
+    out-of-distribution scores."""
+    calibrated = with_temperature(probabilities, trust.temperature)
+    predicted = calibrated.argmax(axis=1)
     confusion = np.zeros((len(class_names), len(class_names)), dtype=int)
     np.add.at(confusion, (labels, predicted), 1)
+    honesty = confidence(calibrated, labels)
     return SplitMetrics(
         accuracy=float(np.mean(predicted == labels)),
-        loss=float(-np.mean(np.log(picked))),
+        loss=honesty.loss,
+        ece=honesty.ece,
         count=len(labels),
         per_class=class_counts(labels, class_names),
         confusion=confusion.tolist(),
+        uncalibrated=confidence(probabilities, labels),
+        flagged=float(np.mean(scores > trust.threshold)),
     )
 
 
@@ -288,13 +343,23 @@ def _write_run_record(
         "seconds": result.seconds,
         "cached_images": result.cached,
         "test_copies_of_train": result.test_copies,
+        "calibration": {"temperature": result.trust.temperature, "fitted_on": result.trust.fitted_on},
+        "ood": {
+            "score": ood.SCORE,
+            "threshold": result.trust.threshold,
+            "validation_pass": ood.VALIDATION_PASS,
+            "fitted_on": result.trust.fitted_on,
+            "training_images": result.trust.gaussians.count,
+            "shrinkage": result.trust.gaussians.shrinkage,
+        },
         "versions": _versions(),
     }
     history = {key: [float(v) for v in values] for key, values in history.items()}
     # Written together: a kill part-way leaves the previous model and its own run record.
-    files = [result.model_path, out / "config.json", out / "history.json", out / "metrics.json"]
-    with atomic_paths(*files) as (model_file, config_file, history_file, metrics_file):
+    files = [result.model_path, out / "config.json", out / "history.json", out / "metrics.json", out / ood.FILE]
+    with atomic_paths(*files) as (model_file, config_file, history_file, metrics_file, gaussians_file):
         model.save(model_file)
+        result.trust.gaussians.save(gaussians_file)
         dump_json(config_file, {**config.to_json(), "class_names": result.class_names})
         dump_json(history_file, history)
         dump_json(metrics_file, record)
