@@ -1,6 +1,6 @@
 """Which out-of-distribution score tells chest X-rays from other images? The shipped one (squared
-Mahalanobis distance of the pooled last feature map) against the same at other depths, the energy
-score and the maximum softmax probability, on a trained model.
+Mahalanobis distance of block 5's pooled last convolution) against the same at other depths, the
+energy score and the maximum softmax probability, on a trained model.
 
     python benchmarks/ood.py --artifacts artifacts
 
@@ -26,7 +26,11 @@ import typer
 os.environ.setdefault("CXR_QUIET", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-POOLED = {"block4_pool": "block 4 (frozen ImageNet)", "block5_conv3": "block 5, before pooling", "block5_pool": "block 5 (shipped)"}
+POOLED = {
+    "block4_pool": "block 4 (frozen ImageNet)",
+    "block5_conv3": "block 5's last convolution (shipped)",
+    "block5_pool": "block 5 after max-pooling (what the head reads)",
+}
 
 
 def main(artifacts: Path = typer.Option(Path("artifacts"), help="Folder with model.keras and its run record.")) -> None:
@@ -43,13 +47,13 @@ def main(artifacts: Path = typer.Option(Path("artifacts"), help="Folder with mod
     config = json.loads((artifacts / "config.json").read_text())
     record = json.loads((artifacts / "metrics.json").read_text())
     names = config["class_names"]
-    validation = set(record["validation_files"])
+    validation = {Path(f).resolve() for f in record["validation_files"]}
     roots = scan_roots([Path(root) for root in config["data"]])
     rows = []  # (path, split, source, label)
     for root, source in zip(roots, source_names([r.root for r in roots])):
         for split, files in (("train", root.train), ("test", root.test)):
             for label, name in enumerate(names):
-                rows += [(p, "val" if str(p) in validation else split, source, label) for p in files.get(name, [])]
+                rows += [(p, "val" if p.resolve() in validation else split, source, label) for p in files.get(name, [])]
     with tempfile.TemporaryDirectory() as scratch:
         others = files_under(write_not_xrays(Path(scratch)))
         read = [(p, load_image(p, config["image_size"], config["contrast"])) for p in others if p.stat().st_size and "tiny" not in p.name]

@@ -184,7 +184,7 @@ def evaluate(
         written.append(out / "reliability.png")
     if check is not None:
         plot_ood_scores(
-            {"evaluated X-rays": _scores(predictions), f"--ood {check.folder}": np.array(list(check.scores.values()))},
+            {"evaluated X-rays": _scores(predictions), f"--ood {Path(check.folder).name}": np.array(list(check.scores.values()))},
             check.threshold,
             out / "ood_scores.png",
         )

@@ -44,12 +44,11 @@ def test_the_graph_computes_the_gate_the_trainer_fitted(exported, trained, datas
     import keras
 
     from cxr.train import ood
-    from cxr.train.model import FEATURES
 
     predictor = Predictor(exported.path)
     images = np.stack([predictor.prepare(p) for p in sorted((dataset / "test").rglob("*.*"))])
     model = keras.saving.load_model(trained.model_path, safe_mode=True)
-    features = keras.Model(model.input, model.get_layer(FEATURES).output).predict(images.astype("float32"), verbose=0)
+    features = keras.Model(model.input, model.get_layer(ood.LAYER).output).predict(images.astype("float32"), verbose=0)
     gaussians = ood.ClassGaussians.load(trained.model_path.parent / ood.FILE)
     expected = np.asarray(ood.distance(features.mean(axis=(1, 2)), gaussians))
     np.testing.assert_allclose(predictor.run_batch(images).scores, expected, rtol=1e-3)

@@ -29,7 +29,7 @@ def test_training_writes_the_run_record(trained) -> None:
     assert metrics["splits"]["val"]["per_class"] == {"Covid": 2, "Normal": 2, "Viral Pneumonia": 2}
     assert metrics["splits"]["test"]["count"] == 12
     held_out = [Path(f) for f in metrics["validation_files"]]
-    assert len(held_out) == 6 and all(f.is_file() and f.parent.parent.name == "train" for f in held_out)
+    assert len(held_out) == 6 and all(f.is_absolute() and f.is_file() and f.parent.parent.name == "train" for f in held_out)
     assert metrics["versions"]["keras"]
     history = json.loads((out / "history.json").read_text())
     assert len(history["loss"]) == FAST["epochs"] and len(history["val_accuracy"]) == FAST["epochs"]

@@ -123,7 +123,10 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
     # the stages read decoded images (layer None) instead of features.
     cached = config.fast_path and not config.augment
-    layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages}) if cached else [None]
+    # The last pass (evaluation, and the gate's features) starts where the last stage did, or earlier:
+    # in front of the block the gate reads.
+    final_cut = cut_layer(max(stages[-1].trainable_blocks, ood.BLOCKS_READ)) if cached else None
+    layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages} | {final_cut}) if cached else [None]
 
     t0 = time.perf_counter()
     with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
@@ -146,10 +149,10 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
                 history.setdefault(key, []).extend(values)
         fit_seconds = time.perf_counter() - t0
 
-        inputs, tensors = net.tensors(cut)
+        inputs, tensors = net.tensors(final_cut)
         readout = keras.Model(inputs, [tensors[PROBABILITIES], ood.pooled(tensors[ood.LAYER])])
         outputs = {
-            name: predict(readout, arrays[cut], rows[cut][name], config.batch_size, f"Evaluating ({name})")
+            name: predict(readout, arrays[final_cut], rows[final_cut][name], config.batch_size, f"Evaluating ({name})")
             for name in splits
         }
     probabilities = {name: values for name, (values, _) in outputs.items()}  # before calibration
@@ -183,7 +186,8 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         sources=by_source,
         skipped=filled.skipped,
         seconds=seconds,
-        validation_files=[str(path) for path in splits["val"].paths] if "val" in splits else [],
+        # Absolute, as config.json's data roots are: a tool run from another folder finds them.
+        validation_files=[str(path.absolute()) for path in splits["val"].paths] if "val" in splits else [],
         trust=trust,
         cached=filled.cached,
         test_copies=filled.test_copies,
