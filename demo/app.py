@@ -85,7 +85,7 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
         gr.Markdown(model_card_brief(predictor.info))
         if examples:
             gr.Examples(examples=[[str(p)] for p in examples], inputs=upload, label="Examples")
-        prediction = gr.State()  # kept out of the API: callers get the label alone
+        prediction = gr.State()  # kept out of the API: callers get the label and the details
         upload.change(predict, inputs=upload, outputs=[label, answer, prediction], api_name="predict").then(
             show, inputs=prediction, outputs=[image, shown_class, heatmap, label, warning], api_visibility="private"
         )

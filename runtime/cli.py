@@ -90,7 +90,7 @@ class Row:
         cells = [result.file, result.label, *(f"{result.probabilities[n]:.{digits}f}" for n in names)]
         if result.in_distribution is not None:
             flag = ("yes" if result.in_distribution else UNLIKE) if table else str(result.in_distribution).lower()
-            cells += [f"{result.ood_score:.{digits}g}", flag]
+            cells += [f"{result.ood_score:.1f}", flag]
         return cells + ([str(self.heatmap)] if self.heatmap else [])
 
     def to_json(self) -> dict[str, object]:

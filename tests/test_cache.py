@@ -32,9 +32,8 @@ def test_second_run_reads_the_cache_and_gets_the_same_model(dataset: Path, tmp_p
     assert first.cached == 0 and second.cached == total
     assert second.splits["val"].loss == pytest.approx(first.splits["val"].loss, rel=1e-6)
     assert second.splits["test"].confusion == first.splits["test"].confusion
-    # One store per layer a pass starts from, named by that layer: the head's stage reads block 5's
-    # output, the last pass (which also computes the gate's features, inside block 5) block 4's.
-    assert sorted(p.name.split("-")[0] for p in (cache / "features").iterdir()) == ["block4_pool", "block5_pool"]
+    # One store per layer the stages read, named by that layer.
+    assert sorted(p.name.split("-")[0] for p in (cache / "features").iterdir()) == ["block5_pool"]
 
 
 def test_an_edited_image_or_other_settings_are_computed_afresh(dataset: Path, tmp_path: Path, cache: Path) -> None:

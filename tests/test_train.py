@@ -199,3 +199,15 @@ def test_test_images_copied_from_train_are_reported(dataset: Path, tmp_path: Pat
     assert {k: config[k] for k in REFERENCE_RECIPE} == REFERENCE_RECIPE
     defaults = TrainConfig(data=data)
     assert all(getattr(defaults, k) != v for k, v in REFERENCE_RECIPE.items())
+
+
+def test_without_a_validation_split_nothing_is_calibrated_and_the_gate_uses_training_images(dataset: Path, tmp_path: Path) -> None:
+    from cxr.train.config import TrainConfig
+    from cxr.train.trainer import train
+
+    result = train(TrainConfig(data=dataset, out=tmp_path, val_split=0.0, **FAST))
+    assert "val" not in result.splits
+    assert result.trust.temperature == 1.0 and result.trust.fitted_on == "train"
+    assert result.splits["train"].flagged <= 0.05  # the threshold passes 97.5% of them
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["calibration"] == {"temperature": 1.0, "fitted_on": "train"}

@@ -123,10 +123,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
     # the stages read decoded images (layer None) instead of features.
     cached = config.fast_path and not config.augment
-    # The last pass (evaluation, and the gate's features) starts where the last stage did, or earlier:
-    # in front of the block the gate reads.
-    final_cut = cut_layer(max(stages[-1].trainable_blocks, ood.BLOCKS_READ)) if cached else None
-    layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages} | {final_cut}) if cached else [None]
+    layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages}) if cached else [None]
 
     t0 = time.perf_counter()
     with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
@@ -149,10 +146,10 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
                 history.setdefault(key, []).extend(values)
         fit_seconds = time.perf_counter() - t0
 
-        inputs, tensors = net.tensors(final_cut)
+        inputs, tensors = net.tensors(cut)
         readout = keras.Model(inputs, [tensors[PROBABILITIES], ood.pooled(tensors[ood.LAYER])])
         outputs = {
-            name: predict(readout, arrays[final_cut], rows[final_cut][name], config.batch_size, f"Evaluating ({name})")
+            name: predict(readout, arrays[cut], rows[cut][name], config.batch_size, f"Evaluating ({name})")
             for name in splits
         }
     probabilities = {name: values for name, (values, _) in outputs.items()}  # before calibration
@@ -248,7 +245,6 @@ def _fit_trust(
     temperature = fit_temperature(probabilities[fitted_on], held.labels) if fitted_on == "val" else 1.0
     scores = keras.ops.convert_to_numpy(ood.distance(pooled[fitted_on], gaussians))
     threshold = ood.threshold(scores, held.sources)
-    log.info("temperature %.3f and out-of-distribution threshold %.4g, chosen on %s", temperature, threshold, fitted_on)
     return Trust(temperature, gaussians, threshold, fitted_on)
 
 
