@@ -132,7 +132,9 @@ def _where_it_looks(info: ModelInfo, mean_maps: list[MeanMap]) -> list[str]:
 # What the gate is for and where it stops, measured in docs/RESULTS.md ("Out-of-distribution gate").
 GATE_CATCHES = (
     "It catches images whose features are far from every class of the training X-rays: photos, "
-    "screenshots, text, microscopy, other scans, drawings and noise. Images under 64 pixels a side, of "
+    "screenshots, a text page, microscopy, a retina, a CT phantom, noise and patterns (all of 34 "
+    "tried), and most chest X-rays uploaded rotated, upside down or photographed on a screen, but only "
+    "about half of those uploaded as a negative or as half a film. Images under 64 pixels a side, of "
     "one uniform gray, or not images at all are refused before the model runs."
 )
 GATE_MISSES = (
