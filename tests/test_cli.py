@@ -102,6 +102,6 @@ def test_prediction_table_is_clean_in_a_terminal(exported, dataset: Path) -> Non
     screen = run_in_terminal(["cxr-predict", str(dataset / "test"), "--model", str(exported.path)], env)
     lines = screen.replace("\r\n", "\n").strip("\n").split("\n")
     assert lines[0].split("\t") == ["file", "class", "Covid", "Normal", "Viral Pneumonia", "ood_score", "in_distribution"]
-    row = re.compile(r"(?P<file>[^\t]+)\t(Covid|Normal|Viral Pneumonia)(\t[01]\.\d{4}){3}")
+    row = re.compile(r"(?P<file>[^\t]+)\t(Covid|Normal|Viral Pneumonia)(\t[01]\.\d{4}){3}\t\d+\.\d\t(yes|no: unlike the training images)")
     assert [row.fullmatch(line) is not None for line in lines[1:]] == [True] * len(files), screen
     assert [row.fullmatch(line)["file"] for line in lines[1:]] == [str(p) for p in files]
