@@ -161,7 +161,10 @@ def _gaussians(model_path: Path) -> ood.ClassGaussians:
             f"{model_path.parent}: no {ood.FILE} beside the model (trained before the out-of-distribution "
             "gate); train it again with this cxr"
         )
-    return ood.ClassGaussians.load(saved)
+    try:
+        return ood.ClassGaussians.load(saved)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelError(f"{saved}: damaged ({first_line(error)}); train the model again") from None
 
 
 def _model_recipe(config: dict[str, Any]) -> ModelRecipe:

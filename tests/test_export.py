@@ -119,3 +119,19 @@ def test_int8_below_agreement_is_refused(exported, dataset: Path, tmp_path: Path
     with pytest.raises(ModelError, match="not written"):
         quantize.export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_needs_the_gates_fit_beside_the_model(trained, tmp_path: Path) -> None:
+    import shutil
+
+    from cxr.train import ood
+
+    run = tmp_path / "run"
+    shutil.copytree(trained.model_path.parent, run)
+    (run / ood.FILE).write_bytes(b"not an npz")
+    damaged = runner.invoke(export_app, ["--onnx", "--model", str(run / "model.keras"), "--out", str(tmp_path / "m.onnx")])
+    assert_one_line_error(damaged, "damaged")
+    (run / ood.FILE).unlink()
+    missing = runner.invoke(export_app, ["--onnx", "--model", str(run / "model.keras"), "--out", str(tmp_path / "m.onnx")])
+    assert_one_line_error(missing, "no ood.npz beside the model")
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,10 +1,10 @@
 """The out-of-distribution score: how unlike the training images an image's features are.
 
 Squared Mahalanobis distance (Lee et al. 2018) of the globally average-pooled last feature map (what
-the head reads) to the nearest class mean, under one covariance shared by the classes and shrunk (Ledoit-Wolf), all fitted on
-the training images. Written with keras.ops, so the same function scores the validation images in
-training and becomes part of the exported graph. Why this layer and not another, or the energy score
-or the top probability: docs/RESULTS.md, "Out-of-distribution gate".
+the head reads) to the nearest class mean, under one covariance shared by the classes and shrunk
+(Ledoit-Wolf), all fitted on the training images. Written with keras.ops, so the same function scores
+the validation images in training and becomes part of the exported graph. Why this layer and not
+another, nor the energy score or the top probability: docs/RESULTS.md, "When it does not know".
 """
 
 from __future__ import annotations
