@@ -53,7 +53,7 @@ def main(
         check = result.ood
         typer.echo(
             f"--ood {check.folder}: {check.flagged:.1%} of {len(check.scores)} images flagged "
-            f"({len(check.refused)} refused as unreadable), against {check.evaluated_flagged:.1%} of --data; "
+            f"({len(check.refused)} refused as unreadable), against {metrics.flagged:.1%} of --data; "
             f"ROC AUC {check.roc_auc:.3f}"
         )
     typer.echo(f"{len(result.mistakes)} misclassified")

@@ -62,7 +62,6 @@ class OodCheck:
     scores: dict[str, float]  # each readable image of the folder, by path
     refused: list[str]  # the folder's files the runtime would not read (too small, not an image, ...)
     flagged: float  # share of the folder's readable images flagged
-    evaluated_flagged: float  # share of the evaluated (labelled) images flagged
     roc_auc: float  # the chance that an image of the folder scores above an evaluated one
     threshold: float
 
@@ -245,7 +244,6 @@ def _check_ood(predictor: Predictor, folder: Path, evaluated: list[Prediction]) 
         scores={p.file: float(p.ood_score) for p in scored},
         refused=[o.error for o in outcomes if isinstance(o, Failure)],
         flagged=float(np.mean([p.in_distribution is False for p in scored])),
-        evaluated_flagged=float(np.mean([p.in_distribution is False for p in evaluated])),
         roc_auc=float(roc_auc_score(outside, np.concatenate([theirs, ours]))),
         threshold=predictor.info.ood.threshold,
     )
@@ -334,7 +332,7 @@ def _write_report(
         "",
         *source_table(sources),
         *trust_table({**sources, "all": metrics} if sources else {"all": metrics}),
-        *ood_lines(check),
+        *ood_lines(check, metrics),
         "| class | precision | recall | F1 | ROC AUC (one-vs-rest) | images |",
         "|---|---|---|---|---|---|",
     ]

@@ -72,7 +72,7 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path]) -> Int
         # A quantized softmax would report probabilities in steps of 1/255 (0.0 for "unlikely"); the
         # gate's distance, in 8 bits, would move scores across the threshold.
         softmax = [n.name for n in graph.node if n.op_type == "Softmax"]
-        gate = _only_for(graph, fp32.info.ood.output) if fp32.info.ood else []
+        gate = _only_for(graph, fp32.info.ood.output)
         quantize_static(
             str(prepared),
             str(quantized),

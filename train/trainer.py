@@ -153,11 +153,10 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
             for name in splits
         }
     probabilities = {name: values for name, (values, _) in outputs.items()}  # before calibration
-    trust = _fit_trust(splits, probabilities, {name: pooled for name, (_, pooled) in outputs.items()}, len(class_names))
+    gaussians = ood.fit_gaussians(outputs["train"][1], splits["train"].labels, len(class_names))
+    scores = {name: keras.ops.convert_to_numpy(ood.distance(pooled, gaussians)) for name, (_, pooled) in outputs.items()}
+    trust = _fit_trust(splits, probabilities, scores, gaussians)
     fold_temperature(net.model, trust.temperature)
-    scores = {
-        name: keras.ops.convert_to_numpy(ood.distance(pooled, trust.gaussians)) for name, (_, pooled) in outputs.items()
-    }
 
     def measured(name: str, mine: np.ndarray | slice = slice(None)) -> SplitMetrics:
         return split_metrics(probabilities[name][mine], splits[name].labels[mine], scores[name][mine], class_names, trust)
@@ -232,20 +231,16 @@ def _fill_stores(
 
 
 def _fit_trust(
-    splits: dict[str, Examples], probabilities: dict[str, np.ndarray], pooled: dict[str, np.ndarray], num_classes: int
+    splits: dict[str, Examples], probabilities: dict[str, np.ndarray], scores: dict[str, np.ndarray], gaussians: ood.ClassGaussians
 ) -> Trust:
-    """Temperature and threshold chosen on the validation split; the class Gaussians fitted on the
-    training split. Without a validation split (--val-split 0) nothing honest can choose a
-    temperature, so T stays 1 and the threshold comes from the training images, which pass more
-    easily than new ones."""
-    train = splits["train"]
-    gaussians = ood.fit_gaussians(pooled["train"], train.labels, num_classes)
+    """Temperature and threshold chosen on the validation split (the Gaussians behind the scores
+    were fitted on the training split). Without a validation split (--val-split 0) nothing honest
+    can choose a temperature, so T stays 1 and the threshold comes from the training images, which
+    pass more easily than new ones."""
     fitted_on = "val" if "val" in splits else "train"
     held = splits[fitted_on]
     temperature = fit_temperature(probabilities[fitted_on], held.labels) if fitted_on == "val" else 1.0
-    scores = keras.ops.convert_to_numpy(ood.distance(pooled[fitted_on], gaussians))
-    threshold = ood.threshold(scores, held.sources)
-    return Trust(temperature, gaussians, threshold, fitted_on)
+    return Trust(temperature, gaussians, ood.threshold(scores[fitted_on], held.sources), fitted_on)
 
 
 def _step(net: TransferModel, before: str | None, layer: str | None) -> Step:
