@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, track
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn, track
 
 T = TypeVar("T")
 
@@ -35,3 +35,13 @@ def phase(description: str) -> Iterator[None]:
         task = bar.add_task(description, total=None)
         yield
         bar.update(task, total=1, completed=1)
+
+
+@contextlib.contextmanager
+def counting(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A bar for work that finishes in chunks of any size (rows coming back from workers): the block
+    gets a function that adds a count to it."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=_STDERR, disable=quiet()) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda count: bar.update(task, advance=count)

@@ -130,23 +130,30 @@ class Predictor:
         Any error while reading one file (a damaged DICOM raises whatever pydicom raises) fails that
         file alone.
         """
+        return self.predict_named(((str(path), path) for path in paths), batch_size, heatmaps)
+
+    def predict_named(
+        self, sources: Iterable[tuple[str, ImageSource]], batch_size: int = BATCH_SIZE, heatmaps: HeatmapChoice = "none"
+    ) -> Iterator[Prediction | Failure]:
+        """``predict_files`` for ``(name, source)`` pairs: a source is anything ``prepare`` reads (the
+        bytes of a file fetched from an object store, say), and errors name it by ``name``."""
         pending: list[Failure | tuple[str, np.ndarray, float]] = []  # in order, until the batch runs
-        for path in paths:
-            pending.append(self._read(path))
+        for name, source in sources:
+            pending.append(self._read(name, source))
             if sum(not isinstance(item, Failure) for item in pending) == batch_size:
                 yield from self._run(pending, heatmaps)
                 pending = []
         yield from self._run(pending, heatmaps)
 
-    def _read(self, path: Path) -> Failure | tuple[str, np.ndarray, float]:
+    def _read(self, name: str, source: ImageSource) -> Failure | tuple[str, np.ndarray, float]:
         started = time.perf_counter()
         try:
-            pixels = self.prepare(path)
+            pixels = self.prepare(source, name)
         except CxrError as error:
-            return Failure(str(path), str(error))
+            return Failure(name, str(error))
         except Exception as error:  # noqa: BLE001 - one bad file must not end the batch
-            return Failure(str(path), f"{path}: cannot read ({type(error).__name__}: {first_line(error)})")
-        return str(path), pixels, time.perf_counter() - started
+            return Failure(name, cannot_read(name, error))
+        return name, pixels, time.perf_counter() - started
 
     def _run(
         self, pending: list[Failure | tuple[str, np.ndarray, float]], heatmaps: HeatmapChoice
@@ -187,6 +194,11 @@ class Predictor:
             ood_score=score,
             in_distribution=None if score is None else score <= self.info.ood.threshold,
         )
+
+
+def cannot_read(name: str, error: BaseException) -> str:
+    """The one line for a file that failed in a way no cxr check foresaw."""
+    return f"{name}: cannot read ({type(error).__name__}: {first_line(error)})"
 
 
 def _providers(provider: Provider) -> list[str]:

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from checks import assert_one_line_error
 from cxr.runtime.cli import app as predict_app
 from cxr.core.errors import MissingDependencyError, ModelError
 from cxr.runtime.predictor import Failure, Prediction, Predictor
@@ -143,14 +144,15 @@ def test_cli_missing_or_foreign_model_exits_2(tmp_path: Path, dataset: Path, mod
 
 
 def test_runtime_never_imports_tensorflow(exported, dataset: Path) -> None:
-    """A fresh interpreter runs a whole prediction through the CLI's code; no TF module may load."""
+    """A fresh interpreter runs a whole prediction through the CLI's code; no TensorFlow or Ray
+    module may load."""
     script = textwrap.dedent(
         f"""
         import sys
         from cxr.runtime.cli import main
         from cxr.runtime.predictor import Predictor
         Predictor({str(exported.path)!r}).predict({str(dataset / "test" / "Covid" / "0.jpeg")!r})
-        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx"))
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "ray", "pyarrow"))
         print(heavy)
         """
     )
@@ -168,13 +170,30 @@ def test_no_edge_source_imports_tensorflow() -> None:
     assert [str(p) for p in edge if pattern.search(p.read_text())] == []
 
 
+def test_only_batch_scoring_imports_ray() -> None:
+    import re
+
+    pattern = re.compile(r"^\s*(import|from)\s+(ray|pyarrow)\b", re.M)
+    sources = [p for folder in ("core", "runtime", "train", "export", "eval", "demo") for p in (ROOT / folder).rglob("*.py")]
+    assert sorted(p.name for p in sources if pattern.search(p.read_text())) == ["archive.py", "batch.py"]
+
+
+def test_batch_without_the_scale_extra_is_one_line(exported, dataset: Path, monkeypatch) -> None:
+    from cxr.runtime.batch_cli import app as batch_app
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if the scale extra were not installed
+    monkeypatch.setitem(sys.modules, "cxr.runtime.batch", None)
+    result = runner.invoke(batch_app, [str(dataset / "test"), "--model", str(exported.path)])
+    assert_one_line_error(result, "cxr-batch needs the scale extra: pip install 'cxr[scale]'")
+
+
 def test_clis_start_without_their_extras(dataset: Path) -> None:
     """Importing any CLI loads no heavy extra, and a missing extra is a one-line error naming it."""
     script = textwrap.dedent(
         f"""
         import sys
-        import cxr.train.cli, cxr.export.cli, cxr.eval.cli, cxr.demo.cli, cxr.runtime.cli
-        heavy = ("tensorflow", "keras", "tf2onnx", "gradio", "matplotlib")
+        import cxr.train.cli, cxr.export.cli, cxr.eval.cli, cxr.demo.cli, cxr.runtime.cli, cxr.runtime.batch_cli
+        heavy = ("tensorflow", "keras", "tf2onnx", "gradio", "matplotlib", "ray", "pyarrow")
         print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
         sys.modules["keras"] = None  # as if the train extra were not installed
         from typer.testing import CliRunner

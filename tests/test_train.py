@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +215,52 @@ def test_without_a_validation_split_nothing_is_calibrated_and_the_gate_uses_trai
     assert result.splits["train"].flagged <= 0.05  # the threshold passes 97.5% of them
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["calibration"] == {"temperature": 1.0, "fitted_on": "train"}
+
+
+def test_mirrored_strategy_on_two_devices_trains_the_same_model(dataset: Path, tmp_path: Path) -> None:
+    """--distribute mirrored on two logical CPU devices: two replicas train, their model gives the
+    single-device model's classes on the test images. A fresh interpreter, since the devices must
+    be split before TensorFlow starts; no feature cache, so the feature pass also runs replicated."""
+    script = textwrap.dedent(
+        f"""
+        import json
+        from pathlib import Path
+        import keras, numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from cxr.core.datasets import class_folders, load_images
+        from cxr.runtime.imaging import load_image
+        from cxr.train.config import TrainConfig
+        from cxr.train.trainer import train
+        data, out, fast = Path({str(dataset)!r}), Path({str(tmp_path)!r}), {FAST!r}
+        for strategy in ("none", "mirrored"):
+            result = train(TrainConfig(data=data, out=out / strategy, distribute=strategy, cache=False, **fast))
+            model = keras.saving.load_model(result.model_path)
+            test = load_images(class_folders(data / "test"), result.class_names, lambda p: load_image(p, fast["image_size"], "none"))
+            classes = model.predict(test.images.astype(np.float32), verbose=0).argmax(axis=1).tolist()
+            record = json.loads((out / strategy / "metrics.json").read_text())["distribute"]
+            print(json.dumps({{"replicas": result.replicas, "record": record, "classes": classes}}))
+        """
+    )
+    env = {**os.environ, "CXR_QUIET": "1"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single, mirrored = (json.loads(line) for line in done.stdout.strip().splitlines()[-2:])
+    assert single["replicas"] == 1 and single["record"] == {"strategy": "none", "replicas": 1}
+    assert mirrored["replicas"] == 2 and mirrored["record"] == {"strategy": "mirrored", "replicas": 2}
+    assert mirrored["classes"] == single["classes"]
+    assert sorted(set(single["classes"])) == [0, 1, 2]  # a model that learned, not one class for all
+
+
+@pytest.mark.parametrize(
+    "tf_config, needle",
+    [(None, "needs TF_CONFIG"), ("{not json", "TF_CONFIG is not a cluster description")],
+)
+def test_multi_worker_without_a_cluster_is_one_line(dataset: Path, tmp_path: Path, monkeypatch, tf_config, needle) -> None:
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    result = runner.invoke(train_app, ["--data", str(dataset), "--out", str(tmp_path), *FAST_ARGS, "--distribute", "multi-worker"])
+    assert_one_line_error(result, needle)
+    assert not (tmp_path / "model.keras").exists()

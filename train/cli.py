@@ -12,7 +12,7 @@ from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_ap
 from cxr.core.datasets import scan_roots
 from cxr.runtime.imaging import Contrast
 
-from .config import REFERENCE_RECIPE, Balance, Head, Preprocess, TrainConfig
+from .config import REFERENCE_RECIPE, Balance, Distribute, Head, Preprocess, TrainConfig
 
 if TYPE_CHECKING:  # the trainer imports Keras, which only the command itself waits for
     from .trainer import SplitMetrics
@@ -51,6 +51,7 @@ def main(
     fine_tune: Annotated[int, typer.Option(min=0, max=5, help="Then unfreeze the last N VGG16 blocks and train on (0, with --contrast none: the reference recipe).")] = _DEFAULTS.fine_tune,
     fine_tune_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the fine-tuning stage.")] = _DEFAULTS.fine_tune_epochs,
     fine_tune_learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam's learning rate while fine-tuning.")] = _DEFAULTS.fine_tune_learning_rate,
+    distribute: Annotated[Distribute, typer.Option(help="none: one device; mirrored: every GPU of this machine (tf.distribute.MirroredStrategy); multi-worker: every GPU of the machines in TF_CONFIG. --batch-size is the global batch, split across them.")] = _DEFAULTS.distribute,
     reference: Annotated[bool, typer.Option("--reference", help="The reference report's recipe: no fine-tuning, contrast step, balancing, dropout or label smoothing (overrides those options).")] = False,
     version: VersionOption = False,
 ) -> None:
@@ -74,6 +75,8 @@ def main(
             for name, split in splits.items():
                 if name != "train":
                     typer.echo(_split_line(name, split, f"{split.count} images of {source}"))
+    if result.replicas > 1:
+        typer.echo(f"trained on {result.replicas} replicas in sync (--distribute {options['distribute']})")
     if result.cached:
         typer.echo(f"{result.cached} images' features read from the cache (--no-cache to recompute)")
     if result.test_copies:

@@ -17,6 +17,9 @@ Preprocess = Literal["scale", "vgg"]  # scale: pixels / 255 (reference); vgg: Im
 Head = Literal["flatten", "gap"]  # flatten (reference) or global average pooling
 # Loss weights: none (reference), every class equal, or every class of every data root equal.
 Balance = Literal["none", "class", "source-class"]
+# How many devices train (train/distribute.py): none: one; mirrored: every local GPU (or logical
+# device); multi-worker: every GPU of every machine that TF_CONFIG names.
+Distribute = Literal["none", "mirrored", "multi-worker"]
 PREPROCESSES: tuple[str, ...] = get_args(Preprocess)
 HEADS: tuple[str, ...] = get_args(Head)
 
@@ -66,6 +69,7 @@ class TrainConfig:
     fine_tune: int = 1
     fine_tune_epochs: int = 8
     fine_tune_learning_rate: float = 3e-5
+    distribute: Distribute = "none"
 
     def __post_init__(self) -> None:
         roots = (self.data,) if isinstance(self.data, (str, Path)) else self.data

@@ -25,7 +25,8 @@ from cxr.runtime.imaging import load_image
 from . import ood
 from .calibration import fit_temperature, fold_temperature
 from .config import TrainConfig
-from .inputs import Batches, Examples, Step, fill, listed, open_stores, predict, sample_weights, store_specs
+from .distribute import strategy_scope, writes_results
+from .inputs import Batches, Examples, Step, fill, listed, on_batch, open_stores, predict, sample_weights, store_specs
 from .model import PROBABILITIES, TransferModel, build_model, cut_layer
 from .store import RowStore
 from .weights import resolve_weights
@@ -95,6 +96,7 @@ class TrainResult:
     trust: Trust
     cached: int = 0  # images whose features (or decoded pixels) came from the cache
     test_copies: list[str] = field(default_factory=list)  # test files byte-identical to a train file
+    replicas: int = 1  # devices that trained in sync (--distribute)
 
 
 @dataclass
@@ -115,43 +117,44 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     class_names = roots[0].class_names
     weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
 
-    keras.utils.set_random_seed(config.seed)
-    net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
-    stages = [Stage(0, config.epochs, config.learning_rate)]
-    if config.fine_tune:
-        stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate))
-    # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
-    # the stages read decoded images (layer None) instead of features.
-    cached = config.fast_path and not config.augment
-    layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages}) if cached else [None]
+    with strategy_scope(config.distribute) as replicas:
+        keras.utils.set_random_seed(config.seed)
+        net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
+        stages = [Stage(0, config.epochs, config.learning_rate)]
+        if config.fine_tune:
+            stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate))
+        # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
+        # the stages read decoded images (layer None) instead of features.
+        cached = config.fast_path and not config.augment
+        layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages}) if cached else [None]
 
-    t0 = time.perf_counter()
-    with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
-        filled = _fill_stores(config, net, roots, class_names, stores, layers)
-        splits = filled.splits
-        arrays = {layer: store.array() for layer, store in zip(layers, stores)}
-        rows = {layer: {k: store.rows_of(s.digests) for k, s in splits.items()} for layer, store in zip(layers, stores)}
-        feature_seconds = time.perf_counter() - t0
-
-        history: dict[str, list[float]] = {}
         t0 = time.perf_counter()
-        for number, stage in enumerate(stages, 1):
-            log.info("stage %d of %d: %s", number, len(stages), stage.description)
-            if stage.trainable_blocks:  # mark where fine-tuning starts, for the curves
-                history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
-            net.freeze_all_but_last_blocks(stage.trainable_blocks)
-            cut = cut_layer(stage.trainable_blocks) if cached else None
-            model = net.segment(cut, None)
-            for key, values in _fit(model, arrays[cut], rows[cut], splits, stage, config, len(class_names)).items():
-                history.setdefault(key, []).extend(values)
-        fit_seconds = time.perf_counter() - t0
+        with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
+            filled = _fill_stores(config, net, roots, class_names, stores, layers)
+            splits = filled.splits
+            arrays = {layer: store.array() for layer, store in zip(layers, stores)}
+            rows = {layer: {k: store.rows_of(s.digests) for k, s in splits.items()} for layer, store in zip(layers, stores)}
+            feature_seconds = time.perf_counter() - t0
 
-        inputs, tensors = net.tensors(cut)
-        readout = keras.Model(inputs, [tensors[PROBABILITIES], ood.pooled(tensors[ood.LAYER])])
-        outputs = {
-            name: predict(readout, arrays[cut], rows[cut][name], config.batch_size, f"Evaluating ({name})")
-            for name in splits
-        }
+            history: dict[str, list[float]] = {}
+            t0 = time.perf_counter()
+            for number, stage in enumerate(stages, 1):
+                log.info("stage %d of %d: %s", number, len(stages), stage.description)
+                if stage.trainable_blocks:  # mark where fine-tuning starts, for the curves
+                    history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
+                net.freeze_all_but_last_blocks(stage.trainable_blocks)
+                cut = cut_layer(stage.trainable_blocks) if cached else None
+                model = net.segment(cut, None)
+                for key, values in _fit(model, arrays[cut], rows[cut], splits, stage, config, len(class_names)).items():
+                    history.setdefault(key, []).extend(values)
+            fit_seconds = time.perf_counter() - t0
+
+            inputs, tensors = net.tensors(cut)
+            readout = keras.Model(inputs, [tensors[PROBABILITIES], ood.pooled(tensors[ood.LAYER])])
+            outputs = {
+                name: predict(readout, arrays[cut], rows[cut][name], config.batch_size, f"Evaluating ({name})")
+                for name in splits
+            }
     probabilities = {name: values for name, (values, _) in outputs.items()}  # before calibration
     gaussians = ood.fit_gaussians(outputs["train"][1], splits["train"].labels, len(class_names))
     scores = {name: keras.ops.convert_to_numpy(ood.distance(pooled, gaussians)) for name, (_, pooled) in outputs.items()}
@@ -187,8 +190,10 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         trust=trust,
         cached=filled.cached,
         test_copies=filled.test_copies,
+        replicas=replicas,
     )
-    _write_run_record(config, net.model, result, history)
+    if writes_results(config.distribute):
+        _write_run_record(config, net.model, result, history)
     return result
 
 
@@ -248,7 +253,7 @@ def _step(net: TransferModel, before: str | None, layer: str | None) -> Step:
     if layer is None:
         return lambda images: images
     segment = net.segment(before, layer)
-    return lambda values: np.asarray(segment.predict_on_batch(values.astype(np.float32)))
+    return lambda values: on_batch(segment, values.astype(np.float32))[0]
 
 
 def _fit(
@@ -338,6 +343,7 @@ def _write_run_record(
         "seconds": result.seconds,
         "cached_images": result.cached,
         "test_copies_of_train": result.test_copies,
+        "distribute": {"strategy": config.distribute, "replicas": result.replicas},
         "calibration": {"temperature": result.trust.temperature, "fitted_on": result.trust.fitted_on},
         "ood": {
             "score": ood.SCORE,
