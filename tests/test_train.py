@@ -59,6 +59,7 @@ def test_saved_model_loads_in_safe_mode_and_takes_0_255_pixels(trained, dataset:
 
 
 def test_same_seed_same_run(trained, dataset: Path, tmp_path: Path) -> None:
+    """On one machine the same seed trains the same model (on another CPU it may round otherwise)."""
     from cxr.train.config import TrainConfig
     from cxr.train.trainer import train
 

@@ -83,3 +83,31 @@ def test_the_threshold_lets_the_same_share_of_every_source_through() -> None:
     for source in (0, 1):
         assert np.mean(scores[sources == source] <= limit) >= ood.VALIDATION_PASS
     assert np.mean(scores[sources == 1] <= limit) < 1.0  # set by the higher-scoring source
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_fitted_temperature_never_raises_the_loss_it_fits(seed: int) -> None:
+    """What temperature scaling guarantees on the images it is fitted on, whatever the model: T = 1
+    is among the candidates, so the minimum is never worse."""
+    pytest.importorskip("scipy", reason="the train extra (scipy) fits the temperature")
+    from cxr.train.calibration import fit_temperature
+
+    rng = np.random.default_rng(seed)
+    probabilities = softmax(rng.normal(0, rng.uniform(0.5, 6), (rng.integers(20, 200), 3)))
+    labels = rng.integers(0, 3, len(probabilities))  # anything from honest to wrong
+    temperature = fit_temperature(probabilities, labels)
+    scaled = with_temperature(probabilities, temperature)
+    assert negative_log_likelihood(scaled, labels) <= negative_log_likelihood(probabilities, labels) + 1e-9
+
+
+def test_the_folded_temperature_is_dividing_the_logits(trained) -> None:
+    """Folding T into the output layer gives the probabilities of softmax(logits / T)."""
+    import keras
+
+    from cxr.train.calibration import fold_temperature
+
+    model = keras.saving.load_model(trained.model_path)
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3)).astype(np.float32)
+    before = model.predict(images, verbose=0)
+    fold_temperature(model, 2.5)
+    np.testing.assert_allclose(model.predict(images, verbose=0), with_temperature(before, 2.5), atol=1e-6)
