@@ -22,8 +22,8 @@ from pathlib import Path
 import pyarrow as pa
 import ray
 
-from cxr.core.errors import CxrError, ModelError, first_line
-from cxr.core.files import atomic_path, located
+from cxr.core.errors import CxrError, first_line
+from cxr.core.files import atomic_path
 from cxr.core.progress import counting
 
 from . import archive
@@ -65,8 +65,9 @@ def score_archive(inputs: list[str], out: str, job: Job) -> BatchResult:
     """Score every listed file that has no row in ``out`` yet and add the rows to ``out``."""
     started = time.perf_counter()
     files = archive.list_inputs(inputs)
-    model_bytes, digest = _model_file(job.model)
-    class_names = Predictor(job.model).info.class_names  # a foreign model fails here, before Ray starts
+    class_names = Predictor(job.model).info.class_names  # a missing or foreign model fails here, before Ray starts
+    model_bytes = job.model.read_bytes()
+    digest = hashlib.sha256(model_bytes).hexdigest()
     written = archive.written_files(out)
     others = set(written.column("model_sha256").to_pylist()) - {digest}
     if others:
@@ -102,16 +103,12 @@ def score_archive(inputs: list[str], out: str, job: Job) -> BatchResult:
                 max_task_retries=RETRIES,
             )
         rows, failed = _write_rows(scored, out, class_names, len(todo), job.rows_per_file)
+    except ray.exceptions.RayError as error:
+        # A worker that failed every retry: what was written stays, and a rerun goes on from there.
+        raise CxrError(f"scoring stopped: {first_line(error)}; rows already written are kept, rerun to go on") from None
     finally:
         ray.shutdown()
     return BatchResult(len(files), len(files) - len(todo), rows, failed, workers, time.perf_counter() - started)
-
-
-def _model_file(path: Path) -> tuple[bytes, str]:
-    if not path.is_file():
-        raise ModelError(f"{located(path)}: no such model file (make one with cxr-export --onnx, or pass --model)")
-    data = path.read_bytes()
-    return data, hashlib.sha256(data).hexdigest()
 
 
 def _start_ray(address: str | None) -> None:
