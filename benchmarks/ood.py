@@ -48,7 +48,7 @@ def main(artifacts: Path = typer.Option(Path("artifacts"), help="Folder with mod
     record = json.loads((artifacts / "metrics.json").read_text())
     names = config["class_names"]
     validation = {Path(f).resolve() for f in record["validation_files"]}
-    roots = scan_roots([Path(root) for root in config["data"]])
+    roots = scan_roots([Path(root) for root in config["data"]], config["classes"], tuple(config.get("class_map", {}).items()))
     rows = []  # (path, split, source, label)
     for root, source in zip(roots, source_names([r.root for r in roots])):
         for split, files in (("train", root.train), ("test", root.test)):

@@ -90,14 +90,6 @@ def _made_split(folder: Path) -> Path:
     return target
 
 
-def pick_classes(data: DataRoot, classes: tuple[str, ...], label: str) -> DataRoot:
-    """Only ``classes`` (matched case aside) of a root; one it lacks is a DatasetError naming ``label``."""
-    missing = {name.casefold() for name in classes} - {name.casefold() for name in data.train}
-    if missing:
-        raise DatasetError(f"{label}: no class folder for {sorted(missing)} (it has {data.class_names})")
-    return DataRoot(data.root, only_classes(data.train, classes), only_classes(data.test, classes))
-
-
 def only_classes(files: dict[str, list[Path]], classes: Sequence[str]) -> dict[str, list[Path]]:
     """The class folders among ``classes`` (matched case aside); all of them when ``classes`` is empty."""
     wanted = {name.casefold() for name in classes}
@@ -109,20 +101,53 @@ def open_sources(specs: list[Path]) -> dict[str, Path]:
     return {name: open_root(spec) for name, spec in zip(source_names(specs), specs)}
 
 
-def scan_roots(roots: list[Path], classes: tuple[str, ...] = ()) -> list[DataRoot]:
-    """Scan several data roots (or ``kaggle:`` handles) whose class folders match, case aside
-    (``COVID`` is ``Covid``), keeping only ``classes`` when given; each root's classes are renamed to
-    the first root's spelling. Folders that match nothing elsewhere are a DatasetError listing them."""
-    scanned = [pick_classes(scan_root(open_root(root)), classes, str(root)) for root in roots]
-    canonical = {name.casefold(): name for name in scanned[0].class_names}
-    unmatched = []
-    for data in scanned:
-        keys = {name.casefold() for name in data.class_names}
-        unmatched += [f"{data.root.name}/{n}" for n in data.class_names if n.casefold() not in canonical]
-        unmatched += [f"{data.root.name} has no {canonical[k]}" for k in canonical.keys() - keys]
-    if unmatched:
-        raise DatasetError(f"class folders differ between the data roots: {'; '.join(unmatched)}")
-    return [_renamed(data, canonical) for data in scanned]
+def scan_roots(roots: list[Path], classes: Sequence[str] = (), class_map: Sequence[tuple[str, str]] = ()) -> list[DataRoot]:
+    """Scan several data roots (or ``kaggle:`` handles) into one set of classes.
+
+    Folder names are matched case aside (``COVID`` is ``Covid``). ``class_map`` pairs rename a folder
+    onto another class (``("Bacterial Pneumonia", "Viral Pneumonia")``) or, with an empty target, leave
+    it out; ``classes``, when given, keeps only those. A root may then lack some classes and hold
+    others: the model's classes (``model_classes``) are the union of what is kept, each spelt as in
+    the first root that has it. A mapped or kept name that no root has is a DatasetError, and so is
+    a root left with no class.
+    """
+    scanned = [scan_root(open_root(root)) for root in roots]
+    folders = {name.casefold(): name for data in scanned for name in data.train}
+    for name in [source for source, _ in class_map] + list(classes):
+        if name.casefold() not in folders and name.casefold() not in {t.casefold() for _, t in class_map}:
+            raise DatasetError(f"no data root has a class folder {name!r} (they have {sorted(folders.values())})")
+    renames = {source.casefold(): target for source, target in class_map}
+    mapped = [_mapped(data, renames, classes) for data in scanned]
+    canonical: dict[str, str] = {}
+    for root, data, found in zip(roots, mapped, scanned):
+        if not data.train:
+            raise DatasetError(f"{root}: none of its class folders is kept (it has {found.class_names})")
+        for name in data.train:
+            canonical.setdefault(name.casefold(), name)
+    if len(canonical) < 2:
+        raise DatasetError(f"the data roots keep {len(canonical)} class; need at least 2")
+    return [_renamed(data, canonical) for data in mapped]
+
+
+def model_classes(roots: Sequence[DataRoot]) -> list[str]:
+    """The classes a model trained on ``roots`` has: every root's, sorted."""
+    return sorted({name for data in roots for name in data.class_names})
+
+
+def _mapped(data: DataRoot, renames: dict[str, str], classes: Sequence[str]) -> DataRoot:
+    """A root's folders renamed (two folders onto one class are merged; onto "" left out), then only
+    ``classes`` kept."""
+
+    def merged(files: dict[str, list[Path]]) -> dict[str, list[Path]]:
+        spelling = {name.casefold(): name for name in files}
+        result: dict[str, list[Path]] = {}
+        for name, paths in files.items():
+            target = renames.get(name.casefold(), name)
+            if target:
+                result.setdefault(spelling.get(target.casefold(), target), []).extend(paths)
+        return only_classes(result, classes)
+
+    return DataRoot(data.root, merged(data.train), merged(data.test))
 
 
 def _renamed(data: DataRoot, canonical: dict[str, str]) -> DataRoot:
@@ -132,7 +157,7 @@ def _renamed(data: DataRoot, canonical: dict[str, str]) -> DataRoot:
     return DataRoot(
         data.root,
         {name(n): files for n, files in data.train.items()},
-        {name(n): files for n, files in data.test.items()},
+        {name(n): files for n, files in data.test.items() if n.casefold() in canonical},
     )
 
 

@@ -57,7 +57,7 @@ def test_an_edited_image_or_other_settings_are_computed_afresh(dataset: Path, tm
 
 
 def test_no_cache_keeps_nothing_and_says_nothing(dataset: Path, tmp_path: Path, cache: Path) -> None:
-    args = ["--data", str(dataset), "--weights", "none", "--image-size", "32", "--epochs", "1", "--fine-tune", "0"]
+    args = ["--data", str(dataset), "--weights", "none", "--image-size", "32", "--epochs", "1", "--fine-tune", "0", "--no-near-copies"]
     first = runner.invoke(train_app, [*args, "--out", str(tmp_path / "a"), "--no-cache"])
     assert first.exit_code == 0, first.output
     assert not (cache / "features").exists() or not any((cache / "features").iterdir())

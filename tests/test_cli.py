@@ -19,10 +19,11 @@ from cxr.core import __version__
 from cxr.demo.cli import app as demo_app
 from cxr.eval.cli import app as eval_app
 from cxr.export.cli import app as export_app
+from cxr.runtime.batch_cli import app as batch_app
 from cxr.runtime.cli import app as predict_app
 from cxr.train.cli import app as train_app
 
-APPS = {"cxr-train": train_app, "cxr-export": export_app, "cxr-predict": predict_app, "cxr-eval": eval_app, "cxr-demo": demo_app}
+APPS = {"cxr-train": train_app, "cxr-export": export_app, "cxr-predict": predict_app, "cxr-eval": eval_app, "cxr-demo": demo_app, "cxr-batch": batch_app}
 runner = CliRunner()
 
 

@@ -19,7 +19,7 @@ import pytest
 from cxr.core.files import atomic_paths
 
 RUN_RECORD = ("model.keras", "config.json", "history.json", "metrics.json")
-TRAIN_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--fine-tune", "0", "--contrast", "none"]
+TRAIN_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--fine-tune", "0", "--contrast", "none", "--no-near-copies"]
 
 
 def command(module: str, *args: str) -> list[str]:

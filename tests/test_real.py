@@ -46,8 +46,10 @@ def test_default_model_learns_both_collections(real_run) -> None:
     # Adults' Normal films: 0.92 (AMX) and 0.958 (92-96 of 100), the figure that moved most between
     # CPUs; 0.80 is 12 films below the lower one.
     assert second.confusion[normal][normal] / sum(second.confusion[normal]) >= 0.80
-    # Covid19-dataset's test split holds 6 byte-for-byte copies of its train images (exact: digests).
+    # Covid19-dataset's test split holds 6 byte-for-byte copies of its train images (exact: digests),
+    # and a byte-for-byte copy is 0 bits from its original by the near-copy hashes (exact too).
     assert len(real_run.test_copies) == 6
+    assert set(real_run.test_copies) <= {copy.file for copy in real_run.test_near_copies}
 
 
 def test_real_export_parity(real_run, real_data: list[Path]) -> None:

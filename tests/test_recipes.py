@@ -113,7 +113,10 @@ def test_equalized_model_equalizes_in_the_runtime_too(dataset: Path, tmp_path: P
     from cxr.runtime.predictor import Predictor
     from cxr.train.cli import app
 
-    options = [f"--{k.replace('_', '-')}={v}" for k, v in {**FAST, "contrast": "equalize"}.items()]
+    def option(name: str, value: object) -> str:
+        return (f"--{name}" if value else f"--no-{name}") if isinstance(value, bool) else f"--{name}={value}"
+
+    options = [option(k.replace("_", "-"), v) for k, v in {**FAST, "contrast": "equalize"}.items()]
     result = CliRunner().invoke(app, ["--data", str(dataset), "--out", str(tmp_path), *options])
     assert result.exit_code == 0, result.output
     exported = export_onnx(tmp_path / "model.keras", tmp_path / "model.onnx")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from synthetic import CLASSES, FAST, copy_dataset, make_dataset
 from cxr.train.cli import app as train_app
 
 runner = CliRunner()
-FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--reference"]
+FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--reference", "--no-near-copies"]
 
 
 def test_training_writes_the_run_record(trained) -> None:
@@ -173,18 +174,49 @@ def test_two_sources_spelled_differently_train_one_model_with_metrics_for_each(d
     assert export_int8(exported.path, out / "model.int8.onnx", exported.data).test_images == 24
 
 
+def test_sources_that_hold_some_of_the_classes(dataset: Path, tmp_path: Path) -> None:
+    """A root without Viral Pneumonia, and one whose extra class is mapped onto another and whose
+    other extra class is left out: the model has the union of what is kept, and each source's
+    metrics count only the classes it has."""
+    partial = make_dataset(tmp_path / "partial", per_class={"train": 4, "test": 2}, names=("covid", "normal"))
+    extra = make_dataset(tmp_path / "extra", per_class={"train": 4, "test": 2}, names=("Normal", "Viral Pneumonia", "Bacterial Pneumonia"))
+    (extra / "train" / "Tuberculosis").mkdir()
+    shutil.copy(extra / "train" / "Normal" / "0.jpeg", extra / "train" / "Tuberculosis" / "0.jpeg")
+    maps = ["--class-map", "Bacterial Pneumonia=Viral Pneumonia", "--class-map", "Tuberculosis="]
+    out = tmp_path / "out"
+    result = runner.invoke(train_app, ["--data", str(dataset), "--data", str(partial), "--data", str(extra), *maps, "--out", str(out), *FAST_ARGS])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["class_names"] == list(CLASSES)  # the first root's spelling
+    sources = metrics["sources"]
+    assert sources["partial"]["test"]["per_class"] == {"Covid": 2, "Normal": 2}
+    # Bacterial films count as Viral Pneumonia; the Tuberculosis film is in no split.
+    assert sources["extra"]["test"]["per_class"] == {"Normal": 2, "Viral Pneumonia": 4}
+    counted = sum(metrics["splits"][split]["count"] for split in ("train", "val"))
+    assert counted == 3 * 12 + 2 * 4 + 3 * 4
+    config = json.loads((out / "config.json").read_text())
+    assert config["class_map"] == {"Bacterial Pneumonia": "Viral Pneumonia", "Tuberculosis": ""}
+
+
+def test_an_unmapped_extra_class_becomes_a_class(dataset: Path, tmp_path: Path) -> None:
+    from cxr.core.datasets import model_classes, scan_roots
+
+    other = make_dataset(tmp_path / "other", per_class={"train": 2}, names=(*CLASSES, "Lung_Opacity"))
+    assert model_classes(scan_roots([dataset, other])) == sorted([*CLASSES, "Lung_Opacity"])
+
+
 @pytest.mark.parametrize(
-    "names, needle",
+    "options, needle",
     [
-        ((*CLASSES, "Lung_Opacity"), "other/Lung_Opacity"),
-        (CLASSES[:2], "other has no Viral Pneumonia"),
+        (["--class-map", "Pneumonia=Viral Pneumonia"], "no data root has a class folder 'Pneumonia'"),
+        (["--class-map", "no-equals-sign"], "expected FOLDER=CLASS"),
+        (["--classes", "Tuberculosis"], "no data root has a class folder 'Tuberculosis'"),
+        (["--class-map", "Covid=", "--class-map", "Normal=", "--class-map", "Viral Pneumonia="], "none of its class folders is kept"),
     ],
 )
-def test_sources_whose_classes_do_not_match_are_one_line(dataset: Path, tmp_path: Path, names, needle: str) -> None:
-    other = make_dataset(tmp_path / "other", per_class={"train": 2}, names=names)
-    result = runner.invoke(train_app, ["--data", str(dataset), "--data", str(other), "--out", str(tmp_path / "out"), *FAST_ARGS])
+def test_class_choices_that_match_nothing_are_one_line(dataset: Path, tmp_path: Path, options: list[str], needle: str) -> None:
+    result = runner.invoke(train_app, ["--data", str(dataset), *options, "--out", str(tmp_path / "out"), *FAST_ARGS])
     assert_one_line_error(result, needle)
-    assert "class folders differ between the data roots" in result.stderr
 
 
 def test_test_images_copied_from_train_are_reported(dataset: Path, tmp_path: Path) -> None:
@@ -265,3 +297,47 @@ def test_multi_worker_without_a_cluster_is_one_line(dataset: Path, tmp_path: Pat
     result = runner.invoke(train_app, ["--data", str(dataset), "--out", str(tmp_path), *FAST_ARGS, "--distribute", "multi-worker"])
     assert_one_line_error(result, needle)
     assert not (tmp_path / "model.keras").exists()
+
+
+def test_near_copies_leave_validation_and_are_reported(tmp_path: Path) -> None:
+    """A second root holds resized, contrast-stretched copies of the first's train films, and the
+    test split one more copy: validation keeps no image whose copy trains, and the test copy is
+    reported."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(0)
+    first, second = tmp_path / "first", tmp_path / "second"
+    originals = {}
+    for split, count in (("train", 10), ("test", 2)):
+        for name in ("a", "b"):
+            for i in range(count):
+                blobs = Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).resize((64, 64), Image.Resampling.BICUBIC)
+                path = first / split / name / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                blobs.save(path)
+                originals[path] = blobs
+    for path, blobs in originals.items():
+        if path.parts[-3] == "train":
+            twin = second / "train" / path.parent.name / f"copy-{path.name}"
+            twin.parent.mkdir(parents=True, exist_ok=True)
+            ImageOps.autocontrast(blobs.resize((80, 80)), cutoff=5).save(twin)
+    planted = first / "test" / "a" / "copy.png"
+    ImageOps.equalize(originals[first / "train" / "a" / "3.png"]).save(planted)
+
+    out = tmp_path / "out"
+    args = ["--weights", "none", "--image-size", "32", "--epochs", "1", "--reference", "--val-split", "0.3"]
+    result = runner.invoke(train_app, ["--data", str(first), "--data", str(second), "--out", str(out), *args])
+    assert result.exit_code == 0, result.output
+    near = json.loads((out / "metrics.json").read_text())["near_copies"]
+    assert [entry["file"] for entry in near["test"]] == [str(planted)]
+    assert Path(near["test"][0]["train_file"]).name in ("3.png", "copy-3.png")
+    assert near["validation_moved_to_train"] and all(entry["bits"] <= 12 for entry in near["validation_moved_to_train"])
+
+    def twin(path: str) -> str:
+        name = Path(path).name
+        other = second if Path(path).is_relative_to(first) else first
+        return str(other / "train" / Path(path).parent.name / (f"copy-{name}" if other == second else name.removeprefix("copy-")))
+
+    validation = set(json.loads((out / "metrics.json").read_text())["validation_files"])
+    assert validation and all(twin(path) in validation for path in validation)  # no twin trains
+    assert "near-copies of a train image" in result.stdout and "train instead" in result.stdout

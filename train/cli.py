@@ -10,6 +10,7 @@ import typer
 
 from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
 from cxr.core.datasets import scan_roots
+from cxr.core.errors import CxrError
 from cxr.runtime.imaging import Contrast
 
 from .config import REFERENCE_RECIPE, Balance, Distribute, Head, Preprocess, TrainConfig
@@ -30,6 +31,7 @@ def main(
     data: Annotated[list[Path], typer.Option(help="Data root: DATA/train/<class>/* and optional DATA/test/<class>/*. Or kaggle:OWNER/NAME (downloaded once with kagglehub). Repeat to train on several; their class folders must match, case aside.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Where model.keras and the run record go.")] = _DEFAULTS.out,
     classes: Annotated[list[str], typer.Option(help="Train on these class folders only (repeat; matched case aside). Default: all.", show_default=False)] = list(_DEFAULTS.classes),
+    class_map: Annotated[list[str], typer.Option(metavar="FOLDER=CLASS", help="Rename a class folder onto another class, or leave it out with FOLDER= (repeat). The model's classes are every root's, after this.", show_default=False)] = [],
     weights: Annotated[str, typer.Option(envvar="CXR_VGG16_WEIGHTS", help="VGG16 base weights: imagenet (Keras download), none, or a local no-top .h5 file.")] = _DEFAULTS.weights,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs training the head on the frozen base.")] = _DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per gradient step.")] = _DEFAULTS.batch_size,
@@ -40,6 +42,7 @@ def main(
     strict: Annotated[bool, typer.Option(help="Treat an unreadable image as an error instead of skipping it.")] = _DEFAULTS.strict,
     fast_path: Annotated[bool, typer.Option(help="Run the frozen layers once per image, not once per epoch (same result, faster).")] = _DEFAULTS.fast_path,
     cache: Annotated[bool, typer.Option(help="Keep the frozen layers' output on disk (CXR_CACHE, default ~/.cache/cxr/features), keyed by the images' contents, weights, size and contrast, so the next run on the same images skips that pass.")] = _DEFAULTS.cache,
+    near_copies: Annotated[bool, typer.Option(help="Find validation and test images that are near-copies of a train image in any --data (16x16 mean hashes, plain and equalized): those in validation train instead, those in test are reported.")] = _DEFAULTS.near_copies,
     contrast: Annotated[Contrast, typer.Option(help="equalize: spread each resized image's gray levels evenly, in training and in the runtime alike; none: as decoded.")] = _DEFAULTS.contrast,
     preprocess: Annotated[Preprocess, typer.Option(help="In-graph input normalisation: scale (/255) or vgg (ImageNet means).")] = _DEFAULTS.preprocess,
     head: Annotated[Head, typer.Option(help="Classifier head: flatten or gap (global average pooling).")] = _DEFAULTS.head,
@@ -57,11 +60,12 @@ def main(
 ) -> None:
     """Train the transfer model and write model.keras, metrics, history and curves to --out."""
     with boundary():
-        roots = scan_roots(data, tuple(classes))  # a wrong --data fails here, before seconds of TensorFlow import
+        pairs = parse_class_map(class_map)
+        roots = scan_roots(data, tuple(classes), pairs)  # a wrong --data fails here, before seconds of TensorFlow import
         with extra_imports("cxr-train", "train"):
             from .trainer import train
 
-        options = {k: v for k, v in ctx.params.items() if k in _OPTIONS}
+        options = {k: v for k, v in ctx.params.items() if k in _OPTIONS} | {"class_map": pairs}
         result = train(TrainConfig(**{**options, **(REFERENCE_RECIPE if reference else {})}), roots)
     trust = result.trust
     typer.echo(
@@ -81,9 +85,22 @@ def main(
         typer.echo(f"{result.cached} images' features read from the cache (--no-cache to recompute)")
     if result.test_copies:
         typer.echo(f"warning: test images identical to a train image, byte for byte: {len(result.test_copies)} (test accuracy flatters the model; listed in metrics.json)")
+    if result.val_near_copies:
+        typer.echo(f"{len(result.val_near_copies)} validation images are near-copies of train images: they train instead (listed in metrics.json)")
+    if result.test_near_copies:
+        typer.echo(f"warning: test images that are near-copies of a train image (resized, recompressed or re-contrasted, in any --data): {len(result.test_near_copies)} (listed in metrics.json)")
     if result.skipped:
         typer.echo(f"skipped {len(result.skipped)} unreadable files (listed in metrics.json)")
     typer.echo(f"wrote {result.model_path} in {result.seconds['total']:.0f} s")
+
+
+def parse_class_map(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``FOLDER=CLASS`` values as pairs; one without ``=`` or without a folder is a CxrError."""
+    pairs = tuple(tuple(part.strip() for part in value.split("=", 1)) for value in values)
+    for value, pair in zip(values, pairs):
+        if len(pair) != 2 or not pair[0]:
+            raise CxrError(f"--class-map {value!r}: expected FOLDER=CLASS, or FOLDER= to leave the folder out")
+    return pairs  # type: ignore[return-value]
 
 
 def _split_line(name: str, split: SplitMetrics, what: str) -> str:

@@ -41,6 +41,9 @@ class TrainConfig:
     data: tuple[Path, ...]  # data roots or kaggle:OWNER/NAME handles (a single Path is taken as one)
     out: Path = Path("artifacts")
     classes: tuple[str, ...] = ()  # only these class folders (matched case aside); empty: all
+    # (folder, class) pairs: a data root's folder renamed onto another class, or left out when the
+    # class is "" (a root may hold classes the model does not have).
+    class_map: tuple[tuple[str, str], ...] = ()
     weights: str = "imagenet"  # imagenet | none | path to a VGG16 no-top .h5
     epochs: int = 8
     batch_size: int = 32
@@ -55,6 +58,9 @@ class TrainConfig:
     # Keep the frozen front's output (or the decoded images) on disk, keyed by what made it, so the
     # next run on the same images skips that pass; False computes it into a temporary folder.
     cache: bool = True
+    # Find validation and test images that copy a training image (train/copies.py): the first train
+    # instead, the second are reported. Off only for data whose distinct images look alike at 16x16.
+    near_copies: bool = True
     contrast: Contrast = "equalize"  # done to each resized image, in training and at runtime
     preprocess: Preprocess = "scale"
     head: Head = "flatten"
@@ -75,6 +81,7 @@ class TrainConfig:
         roots = (self.data,) if isinstance(self.data, (str, Path)) else self.data
         object.__setattr__(self, "data", tuple(Path(root) for root in roots))
         object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "class_map", tuple(tuple(pair) for pair in self.class_map))
 
     @property
     def model_recipe(self) -> ModelRecipe:
@@ -84,6 +91,7 @@ class TrainConfig:
         values = asdict(self)
         values["data"] = [str(root) if is_kaggle(root) else str(root.resolve()) for root in self.data]
         values["classes"] = list(self.classes)
+        values["class_map"] = {folder: target for folder, target in self.class_map}
         values["out"] = str(self.out)
         return values
 

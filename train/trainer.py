@@ -16,13 +16,13 @@ import numpy as np
 
 from cxr.core import __version__
 from cxr.core.calibration import Confidence, confidence, with_temperature
-from cxr.core.datasets import DataRoot, class_counts, scan_roots, source_names, stratified_split
+from cxr.core.datasets import DataRoot, class_counts, model_classes, scan_roots, source_names, stratified_split
 from cxr.core.errors import DatasetError
 from cxr.core.figures import plot_curves
 from cxr.core.files import atomic_paths, dump_json
 from cxr.runtime.imaging import load_image
 
-from . import ood
+from . import copies, ood
 from .calibration import fit_temperature, fold_temperature
 from .config import TrainConfig
 from .distribute import strategy_scope, writes_results
@@ -40,8 +40,8 @@ class SplitMetrics:
     loss: float  # of the calibrated probabilities, which the model file gives
     ece: float
     count: int
-    per_class: dict[str, int]
-    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    per_class: dict[str, int]  # images of each class the split has (a source may lack some)
+    confusion: list[list[int]]  # rows: true class, columns: predicted class; all the model's classes
     uncalibrated: Confidence  # the same before temperature scaling
     flagged: float  # share of images the out-of-distribution gate flags
 
@@ -84,6 +84,15 @@ class _EpochLog(keras.callbacks.Callback):
         log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, self.epochs, values, time.perf_counter() - self.started)
 
 
+@dataclass(frozen=True)
+class NearCopy:
+    """A validation or test image that is a copy of a training image, maybe resized or re-contrasted."""
+
+    file: str
+    train_file: str
+    bits: int  # how many of the hash's 256 bits differ (copies.NEAR_BITS at most)
+
+
 @dataclass
 class TrainResult:
     model_path: Path
@@ -97,6 +106,10 @@ class TrainResult:
     cached: int = 0  # images whose features (or decoded pixels) came from the cache
     test_copies: list[str] = field(default_factory=list)  # test files byte-identical to a train file
     replicas: int = 1  # devices that trained in sync (--distribute)
+    # Near-copies of training images (copies.py), in any data root: validation ones were moved into
+    # training; test ones stay, and make test accuracy flatter the model.
+    val_near_copies: list[NearCopy] = field(default_factory=list)
+    test_near_copies: list[NearCopy] = field(default_factory=list)
 
 
 @dataclass
@@ -105,6 +118,8 @@ class _Filled:
     skipped: list[str]
     cached: int
     test_copies: list[str]
+    val_near_copies: list[NearCopy]  # moved from validation into training
+    test_near_copies: list[NearCopy]
 
 
 def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResult:
@@ -113,8 +128,8 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     ``roots`` are ``config.data`` already scanned (the CLI scans them before TensorFlow loads).
     """
     started = time.perf_counter()
-    roots = roots or scan_roots(list(config.data), config.classes)
-    class_names = roots[0].class_names
+    roots = roots or scan_roots(list(config.data), config.classes, config.class_map)
+    class_names = model_classes(roots)
     weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
 
     with strategy_scope(config.distribute) as replicas:
@@ -191,6 +206,8 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         cached=filled.cached,
         test_copies=filled.test_copies,
         replicas=replicas,
+        val_near_copies=filled.val_near_copies,
+        test_near_copies=filled.test_near_copies,
     )
     if writes_results(config.distribute):
         _write_run_record(config, net.model, result, history)
@@ -224,15 +241,38 @@ def _fill_stores(
             raise DatasetError(f"class {name!r} has {count} readable train images; it needs at least 2")
     strata = train_all.sources * len(class_names) + train_all.labels
     fit_idx, val_idx = stratified_split(strata, config.val_split, config.seed)
-    splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx), "test": readable["test"]}
-    trained_on = set(train_all.digests)
     test = readable["test"]
+    val_copies, test_near = _near_copies(readable, train_all.subset(fit_idx), train_all.subset(val_idx), config) if config.near_copies else ([], [])
+    # A validation image that is a copy of a training image would steer the recipe and the
+    # temperature with an answer already seen: it trains instead.
+    moved = {copy.file for copy in val_copies}
+    fit_idx = np.sort(np.concatenate([fit_idx, [i for i in val_idx if str(train_all.paths[i]) in moved]])).astype(np.int64)
+    val_idx = np.asarray([i for i in val_idx if str(train_all.paths[i]) not in moved], dtype=np.int64)
+    splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx), "test": test}
+    trained_on = set(train_all.digests)
     return _Filled(
         {k: split for k, split in splits.items() if len(split)},
         skipped,
         sum(examples.cached for examples in readable.values()),
         [str(path) for path, digest in zip(test.paths, test.digests) if digest in trained_on],
+        val_copies,
+        test_near,
     )
+
+
+def _near_copies(readable: dict[str, Examples], fitted: Examples, held: Examples, config: TrainConfig) -> tuple[list[NearCopy], list[NearCopy]]:
+    """The validation and the test images within copies.NEAR_BITS of a training image, by either hash."""
+    with open_stores([copies.SPEC], keep=config.cache) as (hashes,):
+        for examples in readable.values():
+            fill([hashes], [lambda codes: codes], examples, copies.mean_hashes, strict=False, description="Near-copies")
+        codes = hashes.array()
+        trained = codes[hashes.rows_of(fitted.digests)]
+
+        def near(examples: Examples) -> list[NearCopy]:
+            bits, index = copies.nearest(codes[hashes.rows_of(examples.digests)], trained)
+            return [NearCopy(str(examples.paths[i]), str(fitted.paths[index[i]]), int(bits[i])) for i in np.flatnonzero(bits <= copies.NEAR_BITS)]
+
+        return near(held), near(readable["test"])
 
 
 def _fit_trust(
@@ -311,7 +351,7 @@ def split_metrics(
         loss=honesty.loss,
         ece=honesty.ece,
         count=len(labels),
-        per_class=class_counts(labels, class_names),
+        per_class={name: count for name, count in class_counts(labels, class_names).items() if count},
         confusion=confusion.tolist(),
         uncalibrated=confidence(probabilities, labels),
         flagged=float(np.mean(scores > trust.threshold)),
@@ -343,6 +383,11 @@ def _write_run_record(
         "seconds": result.seconds,
         "cached_images": result.cached,
         "test_copies_of_train": result.test_copies,
+        "near_copies": {
+            "method": f"{copies.METHOD}, at most {copies.NEAR_BITS} of 256 bits apart",
+            "validation_moved_to_train": [asdict(copy) for copy in result.val_near_copies],
+            "test": [asdict(copy) for copy in result.test_near_copies],
+        },
         "distribute": {"strategy": config.distribute, "replicas": result.replicas},
         "calibration": {"temperature": result.trust.temperature, "fitted_on": result.trust.fitted_on},
         "ood": {
