@@ -9,6 +9,7 @@ from cxr.core.files import write_text
 from cxr.runtime.metadata import ModelInfo
 
 from .looks import MeanMap
+from .lungs import LungShare
 from .metrics import Metrics
 
 if TYPE_CHECKING:  # report imports this module
@@ -40,6 +41,7 @@ def write_model_card(
     mean_maps: list[MeanMap],
     sources: dict[str, Metrics] | None = None,
     check: OodCheck | None = None,
+    lungs: list[LungShare] | None = None,
 ) -> Path:
     """Write the card beside the model and return its path."""
     splits = info.metrics.get("splits", {})
@@ -86,7 +88,7 @@ def write_model_card(
             for name, m in metrics.per_class.items()
         ],
         "",
-        *_where_it_looks(info, mean_maps),
+        *(lung_lines(lungs) if lungs else _where_it_looks(info, mean_maps)),
         *_when_it_does_not_know(info, {**(sources or {}), "all": metrics}, check),
         "## Known limitations",
         *[f"- {text}" for text in LIMITATIONS],
@@ -124,6 +126,32 @@ def _where_it_looks(info: ModelInfo, mean_maps: list[MeanMap]) -> list[str]:
             "the outer cells than an even spread would put there. The model may be reading the patient's "
             "build and age, positioning or the film's labels rather than the lungs; do not trust it on "
             "images that differ in those.",
+            "",
+        ]
+    return lines
+
+
+def lung_lines(lungs: list[LungShare]) -> list[str]:
+    """Where the films have lung masks: how much of the evidence falls on the lungs, per collection
+    and class, beside what evidence spread evenly over the image would give."""
+    if not lungs:
+        return []
+    lines = [
+        "## Where the evidence lies (lung masks)",
+        "Of each film's positive evidence for the class the model gave it (its map upsampled to the "
+        "image, as the overlay is), the share on the lungs, by the film's lung mask; beside it the share "
+        "of the image the lungs cover, which evidence spread evenly would give.",
+        "",
+        "| collection | class | films | evidence on the lungs | lungs' share of the image |",
+        "|---|---|---|---|---|",
+        *[f"| {row.source} | {row.class_name} | {row.films} | {row.evidence_on_lungs:.0%} | {row.lung_area:.0%} |" for row in lungs],
+        "",
+    ]
+    off = [f"{row.source} {row.class_name}" for row in lungs if row.evidence_on_lungs <= row.lung_area]
+    if off:
+        lines += [
+            f"**On {', '.join(off)} the evidence lies on the lungs no more than chance would put it**: the "
+            "model is reading something else on these films (build, positioning, the film's labels).",
             "",
         ]
     return lines

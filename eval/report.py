@@ -6,7 +6,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,9 @@ from cxr.runtime.imaging import read_rgb
 from cxr.runtime.metadata import ModelInfo
 from cxr.runtime.predictor import Failure, Prediction, Predictor
 
-from .card import ood_lines, source_table, trust_table, write_model_card
+from .card import lung_lines, ood_lines, source_table, trust_table, write_model_card
 from .looks import MeanMap, MeanMaps
+from .lungs import LungEvidence, LungShare
 from .metrics import Metrics, compute_metrics
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
@@ -80,6 +81,7 @@ class EvalResult:
     skipped: list[str]
     written: list[Path]
     ood: OodCheck | None = None  # with --ood
+    lungs: list[LungShare] = field(default_factory=list)  # where the films have lung masks
 
 
 def splits_of(data: Path) -> dict[str, Path]:
@@ -158,7 +160,7 @@ def evaluate(
     items = [item for _, item in sourced]
     true_of = {str(path): names[label] for path, label in items}
     source_of = {str(path): source for source, (path, _) in sourced}
-    run = _predict_all(predictor, items, true_of)
+    run = _predict_all(predictor, items, true_of, source_of)
     if not run.predictions:
         raise DatasetError(f"{', '.join(map(str, folders))}: no readable images")
     predictions, skipped = run.predictions, run.skipped
@@ -168,6 +170,7 @@ def evaluate(
     check = _check_ood(predictor, ood, predictions) if ood is not None else None
     mistakes = [Mistake(p.file, true_of[p.file], p.label, p.probabilities) for p in predictions if p.label != true_of[p.file]]
     mean_maps = run.means.means(names)
+    lungs = run.lungs.shares()
 
     written = [describe_dataset(local, out)]
     curves = model.parent / "curves.png"  # drawn by cxr-train from its history; copied, not redrawn
@@ -196,14 +199,15 @@ def evaluate(
         "sources": {source: asdict(m) for source, m in sources.items()},
         "misclassified": [asdict(m) for m in mistakes],
         "ood": asdict(check) if check else None,
+        "evidence_on_lungs": [asdict(row) for row in lungs],
         "skipped": skipped,
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out / "metrics.json", record)
-    _write_report(out / "report.md", model, folders, metrics, sources, mistakes, [p.name for p in written], check)
-    card = write_model_card(card_path(model), info, metrics, folders, mean_maps, sources, check)
+    _write_report(out / "report.md", model, folders, metrics, sources, mistakes, [p.name for p in written], check, lungs)
+    card = write_model_card(card_path(model), info, metrics, folders, mean_maps, sources, check, lungs)
     written += [out / "metrics.json", out / "report.md", card]
-    return EvalResult(folders, metrics, sources, mistakes, skipped, written, check)
+    return EvalResult(folders, metrics, sources, mistakes, skipped, written, check, lungs)
 
 
 def _labelled(predictions: list[Prediction], true_of: dict[str, str], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -255,11 +259,12 @@ class _Run:
     skipped: list[str]
     shown: list[Prediction]  # with their maps: every mistake, and the first few right per class
     means: MeanMaps
+    lungs: LungEvidence
 
 
-def _predict_all(predictor: Predictor, items: list[tuple[Path, int]], true_of: dict[str, str]) -> _Run:
+def _predict_all(predictor: Predictor, items: list[tuple[Path, int]], true_of: dict[str, str], source_of: dict[str, str]) -> _Run:
     """Predict every file with its maps, keeping the maps only of the predictions to be drawn."""
-    run = _Run([], [], [], MeanMaps())
+    run = _Run([], [], [], MeanMaps(), LungEvidence())
     right_shown: Counter[str] = Counter()
     outcomes = predictor.predict_files((path for path, _ in items), heatmaps="all")
     for outcome in progress(outcomes, "Evaluating", total=len(items)):
@@ -269,6 +274,7 @@ def _predict_all(predictor: Predictor, items: list[tuple[Path, int]], true_of: d
             continue
         true = true_of[outcome.file]
         run.means.add(true, outcome.heatmaps)
+        run.lungs.add(source_of[outcome.file], true, outcome)
         if outcome.label != true or right_shown[true] < CORRECT_PER_CLASS:
             right_shown[true] += outcome.label == true
             run.shown.append(outcome)
@@ -319,6 +325,7 @@ def _write_report(
     mistakes: list[Mistake],
     figures: list[str],
     check: OodCheck | None,
+    lungs: list[LungShare],
 ) -> None:
     low, high = metrics.accuracy_ci95
     lines = [
@@ -333,6 +340,7 @@ def _write_report(
         *source_table(sources),
         *trust_table({**sources, "all": metrics} if sources else {"all": metrics}),
         *ood_lines(check, metrics),
+        *lung_lines(lungs),
         "| class | precision | recall | F1 | ROC AUC (one-vs-rest) | images |",
         "|---|---|---|---|---|---|",
     ]

@@ -212,3 +212,48 @@ def test_eval_ood_needs_a_folder_and_a_gated_model(exported, dataset: Path, tmp_
     result = runner.invoke(eval_app, ["--data", str(dataset), "--model", str(exported.path), "--out", str(tmp_path / "r"), "--ood", str(tmp_path / "none")])
     assert_one_line_error(result, "--ood")
     assert not (tmp_path / "r").exists()
+
+
+def test_evidence_on_the_lungs_where_films_have_masks(exported, dataset: Path, tmp_path: Path) -> None:
+    """A collection laid out as CLASS/images + CLASS/masks: the report, metrics and card give each
+    class's share of the positive evidence on the lungs, beside the lungs' share of the image."""
+    from cxr.eval.lungs import read_mask, share_on
+    from cxr.runtime.predictor import Predictor
+
+    root = tmp_path / "masked"
+    halves = {"Covid": np.s_[:, :32], "Normal": np.s_[:, :]}  # Covid's "lungs": the left half
+    for name, lung in halves.items():
+        for source in sorted((dataset / "test" / name).iterdir()):
+            (root / "test" / name / "images").mkdir(parents=True, exist_ok=True)
+            (root / "test" / name / "masks").mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, root / "test" / name / "images" / source.name)
+            mask = np.zeros((64, 64), np.uint8)
+            mask[lung] = 255
+            Image.fromarray(mask).save(root / "test" / name / "masks" / f"{source.stem}.png")
+    out = tmp_path / "report"
+    result = runner.invoke(eval_app, ["--data", str(root), "--model", str(exported.path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = {row["class_name"]: row for row in json.loads((out / "metrics.json").read_text())["evidence_on_lungs"]}
+    assert set(rows) == {"Covid", "Normal", "all"} and rows["Covid"]["films"] == 4
+    assert rows["Normal"]["evidence_on_lungs"] == pytest.approx(1.0) and rows["Normal"]["lung_area"] == pytest.approx(1.0)
+    assert rows["Covid"]["lung_area"] == pytest.approx(0.5)
+
+    predictor = Predictor(exported.path)
+    by_hand = []
+    for image in sorted((root / "test" / "Covid" / "images").iterdir()):
+        prediction = predictor.predict(image, heatmaps="all")
+        mask = read_mask(root / "test" / "Covid" / "masks" / f"{image.stem}.png", predictor.info.image_size)
+        by_hand.append(share_on(mask, prediction.heatmaps.maps[prediction.label]))
+    assert rows["Covid"]["evidence_on_lungs"] == pytest.approx(np.mean(by_hand))
+    for text in ((out / "report.md").read_text(), (exported.path.parent / "MODEL_CARD.md").read_text()):
+        assert "| masked | Covid | 4 |" in text and "evidence on the lungs" in text
+
+
+def test_share_on_the_mask_of_known_maps() -> None:
+    from cxr.eval.lungs import share_on
+
+    mask = np.zeros((32, 32), bool)
+    mask[:, :16] = True
+    assert share_on(mask, np.array([[1.0, 1.0], [1.0, 1.0]])) == pytest.approx(0.5)
+    assert share_on(mask, np.array([[2.0, -5.0], [2.0, -5.0]])) > 0.7  # only what raised the score counts
+    assert share_on(mask, -np.ones((2, 2))) is None
