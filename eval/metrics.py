@@ -26,7 +26,7 @@ class Metrics:
     accuracy: float
     accuracy_ci95: tuple[float, float]  # percentile bootstrap over images
     macro_f1: float
-    per_class: dict[str, ClassMetrics]
+    per_class: dict[str, ClassMetrics]  # the classes among the true labels
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     count: int
     confidence: Confidence  # of the probabilities the model gives
@@ -50,6 +50,8 @@ def compute_metrics(
     np.add.at(confusion, (labels, predicted), 1)
     per_class = {}
     for i, name in enumerate(class_names):
+        if not confusion[i].sum():
+            continue  # a collection may lack some of the model's classes: no row, rather than a recall of 0
         tp = confusion[i, i]
         precision = _ratio(tp, confusion[:, i].sum())
         recall = _ratio(tp, confusion[i].sum())

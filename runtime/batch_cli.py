@@ -32,13 +32,13 @@ def main(
             from .batch import Job, score_archive
         job = Job(model, address, workers, cpus_per_worker, gpus_per_worker, batch_size, rows_per_file)
         result = score_archive(inputs, out, job)
-        if result.scored:
-            typer.echo(
-                f"scored {result.scored} files on {result.workers} workers in {result.seconds:.1f} s "
-                f"({result.failed} could not be read: see the error column); {result.already} already had rows"
-            )
-        else:
+        if not result.scored:
             typer.echo(f"all {result.listed} files already have rows in {out}; nothing to score")
+            return
+        typer.echo(
+            f"scored {result.scored} files on {result.workers} workers in {result.seconds:.1f} s "
+            f"({result.failed} could not be read: see the error column); {result.already} already had rows"
+        )
         typer.echo(f"wrote {out}")
 
 

@@ -36,6 +36,15 @@ def test_metrics_match_hand_computed_values() -> None:
     assert 0.0 <= low < 4 / 6 < high <= 1.0
 
 
+def test_a_set_without_some_classes_reports_only_the_classes_it_has() -> None:
+    labels = np.array([0, 0, 1, 1])  # no Viral Pneumonia among them
+    probabilities = np.eye(3)[[0, 2, 1, 1]] * 0.8 + 0.2 / 3  # one Covid film called Viral Pneumonia
+    m = compute_metrics(labels, probabilities, NAMES)
+    assert list(m.per_class) == ["Covid", "Normal"] and m.per_class["Covid"].recall == 0.5
+    assert m.macro_f1 == pytest.approx(np.mean([2 / 3, 1.0])) and np.isfinite(m.macro_f1)
+    assert m.confusion[2] == [0, 0, 0]
+
+
 def test_roc_auc_known_cases() -> None:
     assert roc_auc(np.array([0.9, 0.8, 0.1, 0.2]), np.array([True, True, False, False])) == 1.0
     assert roc_auc(np.array([0.1, 0.2, 0.9, 0.8]), np.array([True, True, False, False])) == 0.0
