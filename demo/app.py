@@ -23,7 +23,7 @@ EXAMPLES_PER_CLASS = 2
 log = logging.getLogger(__name__)
 
 
-def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Blocks:
+def build_app(predictor: Predictor, examples: list[tuple[Path, str]] | None = None) -> gr.Blocks:
     """The Blocks app; its ``predict`` endpoint is also the API (``api_name="predict"``)."""
     names = predictor.info.class_names
     has_maps = predictor.info.heatmaps is not None
@@ -84,7 +84,12 @@ def build_app(predictor: Predictor, examples: list[Path] | None = None) -> gr.Bl
             answer = gr.JSON(elem_id="details")
         gr.Markdown(model_card_brief(predictor.info))
         if examples:
-            gr.Examples(examples=[[str(p)] for p in examples], inputs=upload, label="Examples")
+            gr.Examples(
+                examples=[[str(path)] for path, _ in examples],
+                example_labels=[label for _, label in examples],
+                inputs=upload,
+                label="Examples",
+            )
         prediction = gr.State()  # kept out of the API: callers get the label and the details
         upload.change(predict, inputs=upload, outputs=[label, answer, prediction], api_name="predict").then(
             show, inputs=prediction, outputs=[image, shown_class, heatmap, label, warning], api_visibility="private"
@@ -149,7 +154,11 @@ def model_card_brief(info: ModelInfo) -> str:
     )
 
 
-def example_files(folder: Path) -> list[Path]:
-    """A few examples per class from a folder-per-class set."""
+def example_files(folder: Path) -> list[tuple[Path, str]]:
+    """A few examples per class from a folder-per-class set, each with the label its button shows:
+    the class and the collection (``Covid19-dataset/test`` is Covid19-dataset), not a file name that
+    several collections share."""
+    collection = folder.parent.name if folder.name in ("train", "test", "val", "validation") else folder.name
     files = class_folders(folder)
-    return [p for paths in sample_files(files, EXAMPLES_PER_CLASS * len(files)).values() for p in paths]
+    chosen = sample_files(files, EXAMPLES_PER_CLASS * len(files))
+    return [(path, f"{name}, {collection} ({path.name})") for name, paths in chosen.items() for path in paths]

@@ -179,3 +179,13 @@ def test_upload_in_a_real_browser(served, exported, dataset: Path, photo: Path, 
         finally:
             browser.close()
     assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_example_buttons_name_the_class_and_the_collection(dataset: Path) -> None:
+    from cxr.demo.app import EXAMPLES_PER_CLASS, example_files
+
+    examples = example_files(dataset / "test")
+    assert len(examples) == 3 * EXAMPLES_PER_CLASS
+    for path, label in examples:
+        assert label == f"{path.parent.name}, {dataset.name} ({path.name})"
+    assert {label.split(",")[0] for _, label in examples} == {"Covid", "Normal", "Viral Pneumonia"}
