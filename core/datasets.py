@@ -113,8 +113,9 @@ def scan_roots(roots: list[Path], classes: Sequence[str] = (), class_map: Sequen
     """
     scanned = [scan_root(open_root(root)) for root in roots]
     folders = {name.casefold(): name for data in scanned for name in data.train}
+    named = folders.keys() | {target.casefold() for _, target in class_map}
     for name in [source for source, _ in class_map] + list(classes):
-        if name.casefold() not in folders and name.casefold() not in {t.casefold() for _, t in class_map}:
+        if name.casefold() not in named:
             raise DatasetError(f"no data root has a class folder {name!r} (they have {sorted(folders.values())})")
     renames = {source.casefold(): target for source, target in class_map}
     mapped = [_mapped(data, renames, classes) for data in scanned]

@@ -136,11 +136,11 @@ def written_files(out: str) -> pa.Table:
     """The ``file`` and ``model_sha256`` columns of the predictions already in ``out`` (empty when
     there are none). Files starting with a dot or an underscore (parts still being written) are not
     read."""
-    location = _filesystem(out) if is_uri(out) else (pa.fs.LocalFileSystem(), str(Path(out).absolute()))
-    filesystem, path = location
-    if filesystem.get_file_info(path).type == pa.fs.FileType.NotFound:
+    filesystem, path = _filesystem(out) if is_uri(out) else (pa.fs.LocalFileSystem(), str(Path(out).absolute()))
+    kind = filesystem.get_file_info(path).type
+    if kind == pa.fs.FileType.NotFound:
         return pa.table({"file": pa.array([], pa.string()), "model_sha256": pa.array([], pa.string())})
-    if filesystem.get_file_info(path).type == pa.fs.FileType.File:
+    if kind == pa.fs.FileType.File:
         raise CxrError(f"--out {out}: is a file; predictions go to a folder of Parquet files")
     try:
         return pa.dataset.dataset(path, filesystem=filesystem, format="parquet").to_table(columns=["file", "model_sha256"])

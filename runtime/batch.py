@@ -65,7 +65,7 @@ def score_archive(inputs: list[str], out: str, job: Job) -> BatchResult:
     """Score every listed file that has no row in ``out`` yet and add the rows to ``out``."""
     started = time.perf_counter()
     files = archive.list_inputs(inputs)
-    class_names = Predictor(job.model).info.class_names  # a missing or foreign model fails here, before Ray starts
+    Predictor(job.model)  # a missing or foreign model fails here, before Ray starts
     model_bytes = job.model.read_bytes()
     digest = hashlib.sha256(model_bytes).hexdigest()
     written = archive.written_files(out)
@@ -102,7 +102,7 @@ def score_archive(inputs: list[str], out: str, job: Job) -> BatchResult:
                 max_restarts=RETRIES,
                 max_task_retries=RETRIES,
             )
-        rows, failed = _write_rows(scored, out, class_names, len(todo), job.rows_per_file)
+        rows, failed = _write_rows(scored, out, len(todo), job.rows_per_file)
     except ray.exceptions.RayError as error:
         # A worker that failed every retry: what was written stays, and a rerun goes on from there.
         raise CxrError(f"scoring stopped: {first_line(error)}; rows already written are kept, rerun to go on") from None
@@ -139,7 +139,7 @@ def _blocks(files: int, batch_size: int, workers: int) -> int:
     return max(1, min(max(math.ceil(files / batch_size), workers), 1000, files))
 
 
-def _write_rows(scored: ray.data.Dataset, out: str, class_names: list[str], total: int, rows_per_file: int) -> tuple[int, int]:
+def _write_rows(scored: ray.data.Dataset, out: str, total: int, rows_per_file: int) -> tuple[int, int]:
     """Collect the workers' rows on the driver and write them a part file at a time, so a row
     reaches ``out`` once, whatever Ray retried."""
     run = uuid.uuid4().hex[:12]
@@ -155,7 +155,7 @@ def _write_rows(scored: ray.data.Dataset, out: str, class_names: list[str], tota
 
     with counting("Scoring", total) as advance:
         for table in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-            pending.append(table.select(output_schema(class_names).names))
+            pending.append(table)
             rows += table.num_rows
             failed += table.num_rows - table.column("error").null_count
             advance(table.num_rows)

@@ -246,8 +246,8 @@ def _fill_stores(
     # A validation image that is a copy of a training image would steer the recipe and the
     # temperature with an answer already seen: it trains instead.
     moved = {copy.file for copy in val_copies}
-    fit_idx = np.sort(np.concatenate([fit_idx, [i for i in val_idx if str(train_all.paths[i]) in moved]])).astype(np.int64)
-    val_idx = np.asarray([i for i in val_idx if str(train_all.paths[i]) not in moved], dtype=np.int64)
+    back = np.array([str(train_all.paths[i]) in moved for i in val_idx], dtype=bool)
+    fit_idx, val_idx = np.sort(np.concatenate([fit_idx, val_idx[back]])), val_idx[~back]
     splits = {"train": train_all.subset(fit_idx), "val": train_all.subset(val_idx), "test": test}
     trained_on = set(train_all.digests)
     return _Filled(
