@@ -93,6 +93,7 @@ def write_model_card(
             for name, m in metrics.per_class.items()
         ],
         "",
+        *reading_lines(info),
         *(lung_lines(lungs) if lungs else _where_it_looks(info, mean_maps)),
         *_when_it_does_not_know(info, {**(sources or {}), "all": metrics}, check),
         "## Known limitations",
@@ -101,6 +102,21 @@ def write_model_card(
     ]
     write_text(target, "\n".join(lines))
     return target
+
+
+def reading_lines(info: ModelInfo) -> list[str]:
+    """How a model with a lung prior reads a film; nothing for one without."""
+    if not info.recipe.get("lung_prior"):
+        return []
+    return [
+        "## How it reads a film",
+        "Before the classifier reads the last feature map, each cell is multiplied by a lung prior: how "
+        "often that cell lies on the lungs in the training films' lung masks (squared). Cells that are "
+        "rarely lung (neck, shoulders, belly, corners with burnt-in markers) carry little evidence. The "
+        "convolutions behind the map still see the whole film: the prior steers where evidence is read, "
+        "not what the network can see.",
+        "",
+    ]
 
 
 def _where_it_looks(info: ModelInfo, mean_maps: list[MeanMap]) -> list[str]:

@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from cxr.core.masks import mask_for, read_mask
 from cxr.runtime.heatmaps import raised, upsample
-from cxr.runtime.imaging import RESAMPLING
 from cxr.runtime.predictor import Prediction
-
-MASKS = "masks"
 
 
 @dataclass(frozen=True)
@@ -31,20 +28,6 @@ class LungShare:
     films: int
     evidence_on_lungs: float  # mean over the films of the share of positive evidence on the lungs
     lung_area: float  # mean share of the image the lungs cover
-
-
-def mask_for(image: Path) -> Path | None:
-    """The lung mask kept beside a film, if its collection has one."""
-    if image.parent.name != "images":
-        return None
-    found = sorted((image.parent.parent / MASKS).glob(f"{image.stem}.*"))
-    return found[0] if found else None
-
-
-def read_mask(path: Path, size: int) -> np.ndarray:
-    """The mask resized as its film is (to the model's square input), True on the lungs."""
-    with Image.open(path) as mask:
-        return np.asarray(mask.convert("L").resize((size, size), RESAMPLING)) > 127
 
 
 def share_on(mask: np.ndarray, evidence: np.ndarray) -> float | None:

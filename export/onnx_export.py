@@ -68,7 +68,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     recipe = _model_recipe(config)
 
     gaussians = _gaussians(model_path)
-    explained = ood.with_score(with_evidence_maps(model, recipe.head), gaussians)
+    explained = ood.with_score(with_evidence_maps(model, recipe), gaussians)
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
     with phase("Converting to ONNX (tf2onnx)"):
         proto, _ = tf2onnx.convert.from_keras(explained, input_signature=spec, opset=OPSET)

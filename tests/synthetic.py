@@ -64,3 +64,20 @@ def make_dataset(
 def copy_dataset(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def masked_copy(source: Path, target: Path, lungs: dict[str, tuple[slice, slice]], splits: tuple[str, ...] = ("train", "test")) -> Path:
+    """``source``'s classes in ``lungs``, laid out as CLASS/images beside CLASS/masks (the COVID-19
+    Radiography Database's way), each mask 255 on its class's ``lungs`` region; return ``target``."""
+    for split in splits:
+        for name, region in lungs.items():
+            images, masks = target / split / name / "images", target / split / name / "masks"
+            images.mkdir(parents=True, exist_ok=True)
+            masks.mkdir(parents=True, exist_ok=True)
+            for film in sorted((source / split / name).iterdir()):
+                shutil.copy(film, images / film.name)
+                with Image.open(film) as opened:
+                    mask = np.zeros(opened.size[::-1], np.uint8)
+                mask[region] = 255
+                Image.fromarray(mask).save(masks / f"{film.stem}.png")
+    return target

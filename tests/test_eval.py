@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from checks import assert_one_line_error
-from synthetic import copy_dataset, make_dataset
+from synthetic import copy_dataset, make_dataset, masked_copy
 from cxr.eval.cli import app as eval_app
 from cxr.eval.metrics import bootstrap_ci, compute_metrics, roc_auc
 
@@ -226,19 +226,12 @@ def test_eval_ood_needs_a_folder_and_a_gated_model(exported, dataset: Path, tmp_
 def test_evidence_on_the_lungs_where_films_have_masks(exported, dataset: Path, tmp_path: Path) -> None:
     """A collection laid out as CLASS/images + CLASS/masks: the report, metrics and card give each
     class's share of the positive evidence on the lungs, beside the lungs' share of the image."""
-    from cxr.eval.lungs import read_mask, share_on
+    from cxr.core.masks import read_mask
+    from cxr.eval.lungs import share_on
     from cxr.runtime.predictor import Predictor
 
-    root = tmp_path / "masked"
     halves = {"Covid": np.s_[:, :32], "Normal": np.s_[:, :]}  # Covid's "lungs": the left half
-    for name, lung in halves.items():
-        for source in sorted((dataset / "test" / name).iterdir()):
-            (root / "test" / name / "images").mkdir(parents=True, exist_ok=True)
-            (root / "test" / name / "masks").mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, root / "test" / name / "images" / source.name)
-            mask = np.zeros((64, 64), np.uint8)
-            mask[lung] = 255
-            Image.fromarray(mask).save(root / "test" / name / "masks" / f"{source.stem}.png")
+    root = masked_copy(dataset, tmp_path / "masked", halves, splits=("test",))
     out = tmp_path / "report"
     result = runner.invoke(eval_app, ["--data", str(root), "--model", str(exported.path), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -256,6 +249,15 @@ def test_evidence_on_the_lungs_where_films_have_masks(exported, dataset: Path, t
     assert rows["Covid"]["evidence_on_lungs"] == pytest.approx(np.mean(by_hand))
     for text in ((out / "report.md").read_text(), (exported.path.parent / "MODEL_CARD.md").read_text()):
         assert "| masked | Covid | 4 |" in text and "evidence on the lungs" in text
+
+
+def test_card_says_how_a_model_with_a_lung_prior_reads(exported) -> None:
+    from cxr.eval.card import reading_lines
+    from cxr.runtime.predictor import Predictor
+
+    info = Predictor(exported.path).info
+    assert reading_lines(info) == []  # trained without masks, so without the prior
+    assert "lung prior" in "\n".join(reading_lines(replace(info, recipe={**info.recipe, "lung_prior": True})))
 
 
 def test_share_on_the_mask_of_known_maps() -> None:

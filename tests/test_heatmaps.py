@@ -16,7 +16,7 @@ from cxr.core.errors import ModelError
 from cxr.runtime.cli import app as predict_app
 from cxr.runtime.heatmaps import overlay, raised, upsample
 from cxr.runtime.predictor import Predictor
-from synthetic import FAST
+from synthetic import CLASSES, FAST, masked_copy
 
 runner = CliRunner()
 
@@ -59,6 +59,27 @@ def test_maps_of_a_larger_grid_add_up_to_the_logits(dataset: Path, tmp_path: Pat
     assert predictor.info.heatmaps.method.startswith(method)
     maps = assert_maps_are_exact(path, run.model_path, prepared_test_split(dataset, predictor), head)
     assert np.ptp(maps, axis=(2, 3)).max() > 0  # the cells are not all alike
+
+
+def test_lung_prior_leaves_no_evidence_where_no_lung_lies(dataset: Path, tmp_path: Path) -> None:
+    """Masks on the left half of every film: the prior is 1 on the left cells of the 2x2 map and 0
+    on the right ones, the maps still add up to the logits, and the right cells carry nothing."""
+    from cxr.export.onnx_export import export_onnx
+    from cxr.train.config import TrainConfig
+    from cxr.train.trainer import train
+
+    masked = masked_copy(dataset, tmp_path / "masked", {name: np.s_[:, :32] for name in CLASSES})
+    # Not asked for: the default takes it wherever training films have masks.
+    run = train(TrainConfig(data=masked, out=tmp_path, **{**FAST, "image_size": 64, "learning_rate": 0.1}))
+    assert run.lung_prior.grid == [[1.0, 0.0], [1.0, 0.0]] and run.lung_prior.films == 3 * 12
+    assert json.loads((tmp_path / "metrics.json").read_text())["lung_prior"]["grid"] == run.lung_prior.grid
+    assert json.loads((tmp_path / "config.json").read_text())["lung_prior"] is True
+    path = export_onnx(run.model_path, tmp_path / "model.onnx").path
+    predictor = Predictor(path)
+    assert "lung prior" in predictor.info.preprocessing["in_graph"] and predictor.info.recipe["lung_prior"]
+    maps = assert_maps_are_exact(path, run.model_path, prepared_test_split(dataset, predictor), "flatten")
+    assert np.all(maps[..., 1] == 0) and np.abs(maps[..., 0]).max() > 0
+    assert run.splits["test"].accuracy > 0.9  # the left half tells the three patterns apart
 
 
 def test_a_prediction_carries_the_maps_asked_for(exported, dataset: Path) -> None:

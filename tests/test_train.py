@@ -219,6 +219,15 @@ def test_class_choices_that_match_nothing_are_one_line(dataset: Path, tmp_path: 
     assert_one_line_error(result, needle)
 
 
+def test_lung_prior_without_masks_is_one_line(dataset: Path, tmp_path: Path, trained) -> None:
+    # Not asked for, on films without masks: trained without it, and the record says so.
+    assert trained.lung_prior is None
+    assert json.loads((trained.model_path.parent / "config.json").read_text())["lung_prior"] is False
+    result = runner.invoke(train_app, ["--data", str(dataset), "--lung-prior", "--out", str(tmp_path / "out"), *FAST_ARGS])
+    assert_one_line_error(result, "--lung-prior needs training films with lung masks")
+    assert not (tmp_path / "out").exists()
+
+
 def test_test_images_copied_from_train_are_reported(dataset: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
@@ -48,6 +48,7 @@ def main(
     head: Annotated[Head, typer.Option(help="Classifier head: flatten or gap (global average pooling).")] = _DEFAULTS.head,
     dropout: Annotated[float, typer.Option(min=0.0, max=0.9, help="Dropout before the softmax layer.")] = _DEFAULTS.dropout,
     augment: Annotated[bool, typer.Option(help="Random rotation, shift, zoom, brightness, contrast in training only.")] = _DEFAULTS.augment,
+    lung_prior: Annotated[Optional[bool], typer.Option(help="Multiply the last feature map by how often each cell is lung in the training films that have masks (CLASS/images beside CLASS/masks), so evidence off the lungs counts for little. Default: when some training film has a mask.", show_default=False)] = _DEFAULTS.lung_prior,
     label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5, help="Share of each target spread over the other classes.")] = _DEFAULTS.label_smoothing,
     balance: Annotated[Balance, typer.Option(help="Weight the loss so that every class (class), or every class of every --data (source-class), counts equally; none: every image alike.")] = _DEFAULTS.balance,
     early_stopping: Annotated[int, typer.Option(min=0, help="Stop after N epochs without a better validation loss; keep the best (0: off).")] = _DEFAULTS.early_stopping,

@@ -32,6 +32,7 @@ class ModelRecipe:
     head: Head = "flatten"
     dropout: float = 0.0
     augment: bool = False
+    lung_prior: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,10 @@ class TrainConfig:
     # chosen on validation accuracy per source (docs/RESULTS.md, "Two collections").
     dropout: float = 0.5
     augment: bool = False
+    # Multiply the last feature map by how often each cell is lung in the training films that have
+    # masks (train/lung_prior.py), so evidence off the lungs counts for little. None: wherever a
+    # training film has a mask (chosen on validation, docs/RESULTS.md, "Reading the lungs").
+    lung_prior: bool | None = None
     label_smoothing: float = 0.1
     balance: Balance = "source-class"
     early_stopping: int = 0  # patience in epochs on validation loss, best weights restored; 0: off
@@ -85,7 +90,7 @@ class TrainConfig:
 
     @property
     def model_recipe(self) -> ModelRecipe:
-        return ModelRecipe(self.preprocess, self.head, self.dropout, self.augment)
+        return ModelRecipe(self.preprocess, self.head, self.dropout, self.augment, bool(self.lung_prior))
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)

@@ -14,13 +14,15 @@ from keras import layers
 
 from cxr.core.errors import ModelError, first_line
 
-from .config import Head, ModelRecipe, Preprocess
+from .config import ModelRecipe, Preprocess
+from .lung_prior import LAYER as LUNG_PRIOR
+from .lung_prior import LungPrior
 
 # ImageNet's channel means in RGB order, as keras.applications.vgg16.preprocess_input subtracts them.
 VGG_MEAN_RGB = (123.68, 116.779, 103.939)
 BLOCKS = 5  # VGG16's convolution blocks
 PROBABILITIES = "probabilities"  # the output layer, and the exported model's first output
-FEATURES = "block5_pool"  # the last feature map, which the head reads
+FEATURES = "block5_pool"  # the last feature map (the head reads it, times the lung prior if any)
 EVIDENCE = "evidence"  # the exported model's second output
 
 
@@ -73,7 +75,8 @@ def in_graph_preprocessing(recipe: ModelRecipe) -> str:
         "scale": "pixels / 255 (Rescaling layer)",
         "vgg": "ImageNet RGB channel means subtracted (Normalization layer), as VGG16 was trained",
     }
-    return f"{steps[recipe.preprocess]}, then VGG16 convolutions"
+    prior = ", each cell of the last feature map times how often it is lung (the lung prior)" if recipe.lung_prior else ""
+    return f"{steps[recipe.preprocess]}, then VGG16 convolutions{prior}"
 
 
 def build_model(num_classes: int, image_size: int, weights: str | None, recipe: ModelRecipe, seed: int = 0) -> TransferModel:
@@ -105,6 +108,8 @@ def build_model(num_classes: int, image_size: int, weights: str | None, recipe: 
     else:
         chain.append(layers.Normalization(mean=VGG_MEAN_RGB, variance=(1.0, 1.0, 1.0), name="vgg_mean"))
     chain += base.layers[1:]
+    if recipe.lung_prior:
+        chain.append(LungPrior(name=LUNG_PRIOR))  # ones until the trainer sets it from the masks
     chain.append(layers.Flatten(name="flatten") if recipe.head == "flatten" else layers.GlobalAveragePooling2D(name="gap"))
     if recipe.dropout:
         chain.append(layers.Dropout(recipe.dropout, seed=seed, name="dropout"))
@@ -120,19 +125,20 @@ def build_model(num_classes: int, image_size: int, weights: str | None, recipe: 
     return net
 
 
-def with_evidence_maps(model: keras.Model, head: Head) -> keras.Model:
+def with_evidence_maps(model: keras.Model, recipe: ModelRecipe) -> keras.Model:
     """``model`` with a second output, ``evidence``: per class, each cell's contribution to its logit.
 
-    The head is linear in the last feature map A (h x w x 512), so the contribution of cell (i, j) to
+    The head is linear in the last feature map A (h x w x 512; times the lung prior, if the recipe
+    has one), so the contribution of cell (i, j) to
     class c, sum_k W[i, j, k, c] * A[i, j, k], is exact: over all cells, plus the bias, it is the logit
     (HiResCAM for the Flatten head; the class activation map for the GAP head, whose per-cell weights
     are W[k, c] / (h * w)). No gradient is needed, so the ONNX graph computes it, FP32 and INT8 alike.
     Shape (N, classes, h, w).
     """
-    features = model.get_layer(FEATURES).output
+    features = model.get_layer(LUNG_PRIOR if recipe.lung_prior else FEATURES).output
     kernel = model.get_layer(PROBABILITIES).get_weights()[0]
     h, w, k = features.shape[1:]
-    if head == "flatten":
+    if recipe.head == "flatten":
         per_cell = kernel.reshape(h, w, k, -1)  # Flatten reads the map row by row, channels last
     else:
         per_cell = np.broadcast_to(kernel / (h * w), (h, w, *kernel.shape))

@@ -7,7 +7,7 @@ import importlib
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,12 @@ from cxr.core.figures import plot_curves
 from cxr.core.files import atomic_paths, dump_json
 from cxr.runtime.imaging import load_image
 
-from . import copies, ood
+from . import copies, lung_prior, ood
 from .calibration import fit_temperature, fold_temperature
 from .config import TrainConfig
 from .distribute import strategy_scope, writes_results
 from .inputs import Batches, Examples, Step, fill, listed, on_batch, open_stores, predict, sample_weights, store_specs
-from .model import PROBABILITIES, TransferModel, build_model, cut_layer
+from .model import LUNG_PRIOR, PROBABILITIES, TransferModel, build_model, cut_layer
 from .store import RowStore
 from .weights import resolve_weights
 
@@ -110,6 +110,13 @@ class TrainResult:
     # training; test ones stay, and make test accuracy flatter the model.
     val_near_copies: list[NearCopy] = field(default_factory=list)
     test_near_copies: list[NearCopy] = field(default_factory=list)
+    lung_prior: LungPriorFit | None = None  # with --lung-prior
+
+
+@dataclass(frozen=True)
+class LungPriorFit:
+    grid: list[list[float]]  # each cell's share on the lungs
+    films: int  # training films with a mask, that it was measured on
 
 
 @dataclass
@@ -131,10 +138,15 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     roots = roots or scan_roots(list(config.data), config.classes, config.class_map)
     class_names = model_classes(roots)
     weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
+    masks = lung_prior.masks_of(roots) if config.lung_prior is not False else []
+    if config.lung_prior is None:  # by default, wherever there are masks to measure it on
+        config = replace(config, lung_prior=bool(masks))
+        log.info("lung prior: %s", f"from {len(masks)} training films' masks" if masks else "none (no training film has a lung mask)")
 
     with strategy_scope(config.distribute) as replicas:
         keras.utils.set_random_seed(config.seed)
         net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
+        prior = _set_lung_prior(net, masks, config) if config.lung_prior else None
         stages = [Stage(0, config.epochs, config.learning_rate)]
         if config.fine_tune:
             stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate))
@@ -208,6 +220,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         replicas=replicas,
         val_near_copies=filled.val_near_copies,
         test_near_copies=filled.test_near_copies,
+        lung_prior=prior,
     )
     if writes_results(config.distribute):
         _write_run_record(config, net.model, result, history)
@@ -258,6 +271,13 @@ def _fill_stores(
         val_copies,
         test_near,
     )
+
+
+def _set_lung_prior(net: TransferModel, masks: list[Path], config: TrainConfig) -> LungPriorFit:
+    grid = tuple(net.model.get_layer(LUNG_PRIOR).output.shape[1:3])
+    prior = lung_prior.measure(masks, config.image_size, grid)
+    lung_prior.set_prior(net.model, prior)
+    return LungPriorFit(prior.round(4).tolist(), len(masks))
 
 
 def _near_copies(readable: dict[str, Examples], fitted: Examples, held: Examples, config: TrainConfig) -> tuple[list[NearCopy], list[NearCopy]]:
@@ -388,6 +408,7 @@ def _write_run_record(
             "validation_moved_to_train": [asdict(copy) for copy in result.val_near_copies],
             "test": [asdict(copy) for copy in result.test_near_copies],
         },
+        "lung_prior": asdict(result.lung_prior) if result.lung_prior else None,
         "distribute": {"strategy": config.distribute, "replicas": result.replicas},
         "calibration": {"temperature": result.trust.temperature, "fitted_on": result.trust.fitted_on},
         "ood": {
