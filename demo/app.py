@@ -119,13 +119,19 @@ def unlike_warning(prediction: Prediction, info: ModelInfo) -> str:
 
 
 def heatmap_note(info: ModelInfo) -> str:
-    """What a heat map is, in one line: its cells and how coarse they are."""
+    """What a heat map is, in a line: its cells, how coarse they are, and the lung prior if any."""
     if info.heatmaps is None:
         return ""
     rows, columns = info.heatmaps.grid
+    prior = (
+        " This model reads the lungs: a lung prior, measured on training films' lung masks, leaves "
+        "little weight to cells that are rarely lung."
+        if info.recipe.get("lung_prior")
+        else ""
+    )
     return (
         f"The heat map marks the regions that raised the chosen class's score. It has {rows}x{columns} "
-        f"cells of about {info.cell_pixels:.0f} pixels each: where the evidence lies, not the outline of a lesion."
+        f"cells of about {info.cell_pixels:.0f} pixels each: where the evidence lies, not the outline of a lesion.{prior}"
     )
 
 

@@ -111,10 +111,10 @@ def reading_lines(info: ModelInfo) -> list[str]:
     return [
         "## How it reads a film",
         "Before the classifier reads the last feature map, each cell is multiplied by a lung prior: how "
-        "often that cell lies on the lungs in the training films' lung masks (cubed). Cells that are "
-        "rarely lung (neck, shoulders, belly, corners with burnt-in markers) carry little evidence. The "
-        "convolutions behind the map still see the whole film: the prior steers where evidence is read, "
-        "not what the network can see.",
+        "often that cell lies on the lungs in the training films' lung masks, sharpened so that cells "
+        "that are lung in only some films count for less. Cells that are rarely lung (neck, shoulders, "
+        "belly, corners with burnt-in markers) carry little evidence. The convolutions behind the map "
+        "still see the whole film: the prior steers where evidence is read, not what the network sees.",
         "",
     ]
 

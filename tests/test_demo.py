@@ -189,3 +189,13 @@ def test_example_buttons_name_the_class_and_the_collection(dataset: Path) -> Non
     for path, label in examples:
         assert label == f"{path.parent.name}, {dataset.name} ({path.name})"
     assert {label.split(",")[0] for _, label in examples} == {"Covid", "Normal", "Viral Pneumonia"}
+
+
+def test_heatmap_note_says_when_the_model_reads_through_a_lung_prior(exported) -> None:
+    from dataclasses import replace
+
+    from cxr.demo.app import heatmap_note
+
+    info = Predictor(exported.path).info
+    assert "lung prior" not in heatmap_note(info)  # trained without masks
+    assert "lung prior" in heatmap_note(replace(info, recipe={**info.recipe, "lung_prior": True}))
