@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from checks import assert_one_line_error
-from synthetic import CLASSES, FAST, copy_dataset, make_dataset
+from synthetic import CLASSES, FAST, copy_dataset, make_dataset, masked_copy
 from cxr.train.cli import app as train_app
 
 runner = CliRunner()
@@ -226,6 +226,16 @@ def test_lung_prior_without_masks_is_one_line(dataset: Path, tmp_path: Path, tra
     result = runner.invoke(train_app, ["--data", str(dataset), "--lung-prior", "--out", str(tmp_path / "out"), *FAST_ARGS])
     assert_one_line_error(result, "--lung-prior needs training films with lung masks")
     assert not (tmp_path / "out").exists()
+
+
+def test_lung_prior_is_on_where_training_films_have_masks_unless_turned_off(dataset: Path, tmp_path: Path) -> None:
+    masked = masked_copy(dataset, tmp_path / "masked", {name: np.s_[:, :32] for name in CLASSES})
+    for options, used in (([], True), (["--no-lung-prior"], False)):
+        out = tmp_path / f"out-{used}"
+        result = runner.invoke(train_app, ["--data", str(masked), *options, "--out", str(out), *FAST_ARGS])
+        assert result.exit_code == 0, result.output
+        assert ("lung prior measured on 36 training films' lung masks" in result.stdout) is used
+        assert json.loads((out / "config.json").read_text())["lung_prior"] is used
 
 
 def test_test_images_copied_from_train_are_reported(dataset: Path, tmp_path: Path) -> None:

@@ -80,6 +80,8 @@ def main(
             for name, split in splits.items():
                 if name != "train":
                     typer.echo(_split_line(name, split, f"{split.count} images of {source}"))
+    if result.lung_prior:
+        typer.echo(f"lung prior measured on {result.lung_prior.films} training films' lung masks")
     if result.replicas > 1:
         typer.echo(f"trained on {result.replicas} replicas in sync (--distribute {options['distribute']})")
     if result.cached:

@@ -141,7 +141,6 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     masks = lung_prior.masks_of(roots) if config.lung_prior is not False else []
     if config.lung_prior is None:  # by default, wherever there are masks to measure it on
         config = replace(config, lung_prior=bool(masks))
-        log.info("lung prior: %s", f"from {len(masks)} training films' masks" if masks else "none (no training film has a lung mask)")
 
     with strategy_scope(config.distribute) as replicas:
         keras.utils.set_random_seed(config.seed)
