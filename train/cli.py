@@ -56,7 +56,7 @@ def main(
     fine_tune_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the fine-tuning stage.")] = _DEFAULTS.fine_tune_epochs,
     fine_tune_learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam's learning rate while fine-tuning.")] = _DEFAULTS.fine_tune_learning_rate,
     distribute: Annotated[Distribute, typer.Option(help="none: one device; mirrored: every GPU of this machine (tf.distribute.MirroredStrategy); multi-worker: every GPU of the machines in TF_CONFIG. --batch-size is the global batch, split across them.")] = _DEFAULTS.distribute,
-    reference: Annotated[bool, typer.Option("--reference", help="The reference report's recipe: no fine-tuning, contrast step, balancing, dropout or label smoothing (overrides those options).")] = False,
+    reference: Annotated[bool, typer.Option("--reference", help="The reference report's recipe: no fine-tuning, contrast step, balancing, dropout, label smoothing or lung prior (overrides those options).")] = False,
     version: VersionOption = False,
 ) -> None:
     """Train the transfer model and write model.keras, metrics, history and curves to --out."""

@@ -101,6 +101,6 @@ class TrainConfig:
         return values
 
 
-# The reference report's recipe: the defaults without fine-tuning, contrast equalization, balancing
-# and regularisation.
-REFERENCE_RECIPE: dict[str, Any] = dict(fine_tune=0, contrast="none", balance="none", dropout=0.0, label_smoothing=0.0)
+# The reference report's recipe: the defaults without fine-tuning, contrast equalization, balancing,
+# regularisation and lung prior.
+REFERENCE_RECIPE: dict[str, Any] = dict(fine_tune=0, contrast="none", balance="none", dropout=0.0, label_smoothing=0.0, lung_prior=False)
