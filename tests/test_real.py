@@ -109,12 +109,15 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
 
     # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
     int8 = export_int8(fp32_path, fp32_path.with_name("model.int8.onnx"), real_data)
-    assert int8.test_images == 66 + 300 + 300 + 67
-    # INT8 kernels differ by CPU too (VNNI, AMX). Agreement with FP32: 0.997 (AMX) and 0.995, 1-2
-    # of 366 films; 0.97 allows 11 (the 99% goal is the export's own warning and the benchmarks').
+    # Folders named as the model's classes: the pediatric subset's 100 "Bacterial Pneumonia" test films
+    # are not among them (the class map is training's), so 633 films.
+    assert int8.test_images == 66 + 300 + 200 + 67
+    # INT8 kernels differ by CPU too (VNNI, AMX). Agreement with FP32: 0.997 (AMX, 2 of 633 films;
+    # 0.995 on a CPU without AMX for the two-collection model); 0.97 allows 19 (the 99% goal is the
+    # export's own warning and the benchmarks').
     assert int8.agreement >= 0.97
-    assert int8.map_correlation >= 0.95  # 0.9987 (AMX) and 0.9988
-    assert int8.flag_agreement >= 0.97  # the gate survives quantization: 1.000 (AMX) and 0.997
+    assert int8.map_correlation >= 0.95  # 0.9988 (AMX), with the lung prior
+    assert int8.flag_agreement >= 0.97  # the gate survives quantization: 1.000 (AMX)
 
 
 def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
