@@ -84,11 +84,13 @@ def main(
     gate: dict[str, list[float]] = {}
     for run in runs:
         trained_on = [root for name, root in roots.items() if name != run]
+        # A class map naming a folder that no training root has is refused: map only what is there.
+        class_map = tuple(pair for pair in CLASS_MAP if any((root / "train" / pair[0]).is_dir() for root in trained_on))
         for seed in seeds:
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder)
                 started = time.perf_counter()
-                config = TrainConfig(data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=CLASS_MAP, lung_prior=None if lung_prior else False)
+                config = TrainConfig(data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=class_map, lung_prior=None if lung_prior else False)
                 result = train(config)
                 predictor = Predictor(export_onnx(result.model_path, out / "model.onnx").path)
                 tested = COLLECTIONS if run == EVERY else [run]
