@@ -39,15 +39,19 @@ class Score:
     normal_recall: float | None  # None where the split has no Normal film
 
 
-def scored(predictor, root: Path, split: str, class_names: list[str]) -> Score:
-    """Accuracy and Normal recall of the runtime's predictions on a split's films of the model's classes."""
-    from cxr.core.datasets import class_folders, only_classes
+def mapped_here(roots: list[Path]) -> tuple[tuple[str, str], ...]:
+    """CLASS_MAP's pairs whose folder one of ``roots`` has (cxr-train refuses a map naming no folder)."""
+    return tuple(pair for pair in CLASS_MAP if any((root / "train" / pair[0]).is_dir() for root in roots))
 
-    files = only_classes(class_folders(root / split), [*class_names, "Bacterial Pneumonia"])
-    truth = {path: "Viral Pneumonia" if name == "Bacterial Pneumonia" else name for name, paths in files.items() for path in paths}
-    said = {Path(p.file): p.label for p in predictor.predict_files(list(truth)) if hasattr(p, "label")}
-    right = [said[path].casefold() == truth[path].casefold() for path in said]
-    normal = [said[path] == "Normal" for path in said if truth[path].casefold() == "normal"]
+
+def scored(predictor, files: dict[str, list[Path]]) -> Score:
+    """Accuracy and Normal recall of the runtime's predictions on a split's files by class."""
+    from cxr.runtime.predictor import Prediction
+
+    truth = {path: name for name, paths in files.items() for path in paths}
+    said = {Path(p.file): p.label for p in predictor.predict_files(list(truth)) if isinstance(p, Prediction)}
+    right = [said[path] == truth[path] for path in said]
+    normal = [said[path] == "Normal" for path in said if truth[path] == "Normal"]
     return Score(statistics.mean(right), statistics.mean(normal) if normal else None)
 
 
@@ -71,12 +75,15 @@ def main(
     lung_prior: bool = typer.Option(True, help="The default: the lung prior wherever some training film has a mask; --no-lung-prior: never."),
     runs: list[str] = typer.Option([EVERY, *COLLECTIONS], help=f"'{EVERY}' (train on every collection) and the collections to leave out in turn (repeat)."),
 ) -> None:
+    from cxr.core.datasets import scan_roots
     from cxr.export.onnx_export import export_onnx
     from cxr.runtime.predictor import Predictor
     from cxr.train.config import TrainConfig
     from cxr.train.trainer import train
 
     roots = {name: SHARED / name for name in COLLECTIONS}
+    # Each collection's files by class, mapped and spelt as the models' classes are.
+    labelled = dict(zip(COLLECTIONS, scan_roots(list(roots.values()), (), CLASS_MAP)))
     nlm = roots["NLM-tuberculosis-subset"]
     test: dict[tuple[str, str], list[Score]] = {}
     validation: dict[str, list[float]] = {}
@@ -84,20 +91,18 @@ def main(
     gate: dict[str, list[float]] = {}
     for run in runs:
         trained_on = [root for name, root in roots.items() if name != run]
-        # A class map naming a folder that no training root has is refused: map only what is there.
-        class_map = tuple(pair for pair in CLASS_MAP if any((root / "train" / pair[0]).is_dir() for root in trained_on))
         for seed in seeds:
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder)
                 started = time.perf_counter()
-                config = TrainConfig(data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=class_map, lung_prior=None if lung_prior else False)
+                config = TrainConfig(data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=mapped_here(trained_on), lung_prior=None if lung_prior else False)
                 result = train(config)
                 predictor = Predictor(export_onnx(result.model_path, out / "model.onnx").path)
                 tested = COLLECTIONS if run == EVERY else [run]
                 for name in tested:
-                    test.setdefault((run, name), []).append(scored(predictor, roots[name], "test", result.class_names))
+                    test.setdefault((run, name), []).append(scored(predictor, labelled[name].test))
                 if run != EVERY:
-                    validation.setdefault(run, []).append(scored(predictor, roots[run], "train", result.class_names).accuracy)
+                    validation.setdefault(run, []).append(scored(predictor, labelled[run].train).accuracy)
                 share, flagged = lungs_and_gate(predictor, nlm)
                 lungs.setdefault(run, []).append(share)
                 gate.setdefault(run, []).append(flagged)

@@ -54,15 +54,6 @@ VARIANTS = [
 ]
 
 
-def cells_on_lungs(mask: Path, size: int) -> np.ndarray:
-    from PIL import Image
-
-    from cxr.core.masks import read_mask
-
-    lungs = Image.fromarray(read_mask(mask, size).astype(np.float32))
-    return np.asarray(lungs.resize(GRID[::-1], Image.Resampling.BOX))
-
-
 def fit(features, labels, weights, off, classes, seed, prior, penalty):
     """The head's kernel and bias after EPOCHS of Adam on the smoothed, weighted cross-entropy plus
     ``penalty`` times each film's share of its true class's positive evidence on ``off`` cells."""
@@ -129,6 +120,7 @@ def main(
     from cxr.runtime.imaging import load_image
     from cxr.train.config import TrainConfig
     from cxr.train.inputs import fill, listed, open_stores, on_batch, sample_weights, store_specs
+    from cxr.train.lung_prior import cells_on_lungs
     from cxr.train.model import FEATURES, build_model
 
     class_map = (("Bacterial Pneumonia", bacterial), ("Tuberculosis", ""))
@@ -145,8 +137,9 @@ def main(
             splits[split] = (examples, np.asarray(store.array()[store.rows_of(examples.digests)], np.float32))
     (train, x), (test, x_test) = splits["train"], splits["test"]
     masks = [mask_for(path) for path in train.paths]
-    lungs = np.stack([cells_on_lungs(m, config.image_size) if m else np.zeros(GRID, np.float32) for m in masks])
-    mean_lungs = lungs[[m is not None for m in masks]].mean(axis=0)
+    has_mask = np.array([m is not None for m in masks])
+    lungs = np.stack([cells_on_lungs(m, config.image_size, GRID) if m else np.zeros(GRID, np.float32) for m in masks])
+    mean_lungs = lungs[has_mask].mean(axis=0)
     nlm = np.flatnonzero(test.sources == COLLECTIONS.index("NLM-tuberculosis-subset"))
     nlm_masks = [mask_for(test.paths[i]) for i in nlm]
 
@@ -155,10 +148,9 @@ def main(
     print("|---|---|---|---|", flush=True)
     for variant in [v for v in VARIANTS if not only or any(v.name.startswith(prefix) for prefix in only)]:
         prior = mean_lungs**variant.sharpness if variant.sharpness else np.ones(GRID, np.float32)
-        has_mask = np.array([m is not None for m in masks])
-        own = np.where(has_mask[:, None, None], 1 - lungs, 0.0)
-        off = np.where(has_mask[:, None, None], 1 - lungs, 1 - mean_lungs) if variant.mean_mask_for_all else own
-        off = off.astype(np.float32)
+        # Off the lungs: by the film's own mask; without one, by the mean mask or not at all.
+        elsewhere = 1 - mean_lungs if variant.mean_mask_for_all else 0.0
+        off = np.where(has_mask[:, None, None], 1 - lungs, elsewhere).astype(np.float32)
         lowest, held_out, on_lungs = [], [], []
         for seed in seeds:
             fitted, val = stratified_split(train.sources * len(names) + train.labels, config.val_split, seed)

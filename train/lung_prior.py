@@ -54,11 +54,14 @@ def measure(masks: Sequence[Path], image_size: int, grid: tuple[int, int]) -> np
             "--lung-prior needs training films with lung masks (CLASS/images/NAME beside CLASS/masks/NAME); "
             "none of the --data roots has them"
         )
-    total = np.zeros(grid, np.float64)
-    for mask in masks:
-        lungs = Image.fromarray(read_mask(mask, image_size).astype(np.float32))
-        total += np.asarray(lungs.resize(grid[::-1], Image.Resampling.BOX))  # each cell's mean
-    return ((total / len(masks)) ** SHARPNESS).astype(np.float32)
+    shares = np.mean([cells_on_lungs(mask, image_size, grid) for mask in masks], axis=0)
+    return (shares**SHARPNESS).astype(np.float32)
+
+
+def cells_on_lungs(mask: Path, image_size: int, grid: tuple[int, int]) -> np.ndarray:
+    """Each grid cell's share on the lungs in one film's mask (resized as its film is)."""
+    lungs = Image.fromarray(read_mask(mask, image_size).astype(np.float32))
+    return np.asarray(lungs.resize(grid[::-1], Image.Resampling.BOX))  # each cell's mean
 
 
 def set_prior(model: keras.Model, prior: np.ndarray) -> None:

@@ -110,7 +110,7 @@ class TrainResult:
     # training; test ones stay, and make test accuracy flatter the model.
     val_near_copies: list[NearCopy] = field(default_factory=list)
     test_near_copies: list[NearCopy] = field(default_factory=list)
-    lung_prior: LungPriorFit | None = None  # with --lung-prior
+    lung_prior: LungPriorFit | None = None  # when the model has one
 
 
 @dataclass(frozen=True)
