@@ -8,6 +8,7 @@ by the runtime's Predictor, as a user would. A held-out collection's train split
 on, so it is that model's leave-one-collection-out validation set (what a recipe is chosen on when
 the collection to serve is unseen; Gulrajani & Lopez-Paz 2020); its test split is what is reported.
 Prints Markdown tables: accuracy and Normal recall, mean (min) over seeds, per held-out collection;
+for the model trained on all, each test split's recall per class, calibration and flagged share;
 the evidence on the lungs (NLM masks) and the gate's flagged share of the Tuberculosis films.
 """
 
@@ -36,7 +37,13 @@ EVERY = "all"
 @dataclass(frozen=True)
 class Score:
     accuracy: float
-    normal_recall: float | None  # None where the split has no Normal film
+    recall: dict[str, float]  # per class the split has
+    ece: float  # expected calibration error of the model file's (temperature-scaled) probabilities
+    flagged: float  # share of the split the gate calls unlike the training films
+
+    @property
+    def normal_recall(self) -> float | None:  # None where the split has no Normal film
+        return self.recall.get("Normal")
 
 
 def mapped_here(roots: list[Path]) -> tuple[tuple[str, str], ...]:
@@ -45,14 +52,22 @@ def mapped_here(roots: list[Path]) -> tuple[tuple[str, str], ...]:
 
 
 def scored(predictor, files: dict[str, list[Path]]) -> Score:
-    """Accuracy and Normal recall of the runtime's predictions on a split's files by class."""
+    """Accuracy, recall per class, calibration and the gate's flagged share of the runtime's
+    predictions on a split's files by class."""
+    import numpy as np
+
+    from cxr.core.calibration import expected_calibration_error
     from cxr.runtime.predictor import Prediction
 
     truth = {path: name for name, paths in files.items() for path in paths}
-    said = {Path(p.file): p.label for p in predictor.predict_files(list(truth)) if isinstance(p, Prediction)}
-    right = [said[path] == truth[path] for path in said]
-    normal = [said[path] == "Normal" for path in said if truth[path] == "Normal"]
-    return Score(statistics.mean(right), statistics.mean(normal) if normal else None)
+    said = [p for p in predictor.predict_files(list(truth)) if isinstance(p, Prediction)]
+    classes = list(said[0].probabilities)
+    labels = np.array([classes.index(truth[Path(p.file)]) for p in said])
+    probabilities = np.array([list(p.probabilities.values()) for p in said])
+    right = probabilities.argmax(axis=1) == labels
+    recall = {name: float(right[labels == classes.index(name)].mean()) for name in files if files[name]}
+    flagged = [p.in_distribution is False for p in said]
+    return Score(float(right.mean()), recall, expected_calibration_error(probabilities, labels), statistics.mean(flagged))
 
 
 def lungs_and_gate(predictor, root: Path) -> tuple[float, float]:
@@ -108,7 +123,7 @@ def main(
                 gate.setdefault(run, []).append(flagged)
             print(
                 f"{run} seed {seed} ({time.perf_counter() - started:.0f} s): "
-                + ", ".join(f"{n} {test[(run, n)][-1]}" for n in tested)
+                + ", ".join(f"{n} {test[(run, n)][-1].accuracy:.3f} (recall {test[(run, n)][-1].recall})" for n in tested)
                 + (f"; validation {validation[run][-1]:.3f}" if run != EVERY else "")
                 + f"; evidence on lungs {share:.2f}; Tuberculosis flagged {flagged:.2f}",
                 file=sys.stderr,
@@ -129,6 +144,13 @@ def main(
             f"| {name} | {cell([s.accuracy for s in every])} | {cell([s.normal_recall for s in every])} | "
             f"{cell([s.accuracy for s in out])} | {cell([s.normal_recall for s in out])} | {cell(validation.get(name, []))} |"
         )
+    if (EVERY, COLLECTIONS[0]) in test:
+        print("\n| trained on all, tested on | accuracy | recall per class | ECE after scaling | flagged by the gate |")
+        print("|---|---|---|---|---|")
+        for name in COLLECTIONS:
+            scores = test[(EVERY, name)]
+            recalls = ", ".join(f"{c} {cell([s.recall[c] for s in scores])}" for c in scores[0].recall)
+            print(f"| {name} | {cell([s.accuracy for s in scores])} | {recalls} | {cell([s.ece for s in scores])} | {cell([s.flagged for s in scores])} |")
     held = [statistics.mean(s.accuracy for s in test[(name, name)]) for name in runs if name != EVERY]
     if held:
         print(f"\nMean held-out test accuracy: {statistics.mean(held):.3f}")

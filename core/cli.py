@@ -81,6 +81,22 @@ VersionOption = Annotated[
 ]
 
 
+# cxr-train and cxr-eval take it alike; parse_class_map turns the values into pairs.
+ClassMapOption = Annotated[
+    list[str],
+    typer.Option(metavar="FOLDER=CLASS", help="Rename a class folder onto another class, or leave it out with FOLDER= (repeat).", show_default=False),
+]
+
+
+def parse_class_map(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``FOLDER=CLASS`` values as pairs; one without ``=`` or without a folder is a CxrError."""
+    pairs = tuple(tuple(part.strip() for part in value.split("=", 1)) for value in values)
+    for value, pair in zip(values, pairs):
+        if len(pair) != 2 or not pair[0]:
+            raise CxrError(f"--class-map {value!r}: expected FOLDER=CLASS, or FOLDER= to leave the folder out")
+    return pairs  # type: ignore[return-value]
+
+
 @contextlib.contextmanager
 def boundary() -> Iterator[None]:
     """Run a command's work: log records go to stderr as single lines, and an expected failure

@@ -117,8 +117,7 @@ def scan_roots(roots: list[Path], classes: Sequence[str] = (), class_map: Sequen
     for name in [source for source, _ in class_map] + list(classes):
         if name.casefold() not in named:
             raise DatasetError(f"no data root has a class folder {name!r} (they have {sorted(folders.values())})")
-    renames = {source.casefold(): target for source, target in class_map}
-    mapped = [_mapped(data, renames, classes) for data in scanned]
+    mapped = [_mapped(data, class_map, classes) for data in scanned]
     canonical: dict[str, str] = {}
     for root, data, found in zip(roots, mapped, scanned):
         if not data.train:
@@ -135,20 +134,26 @@ def model_classes(roots: Sequence[DataRoot]) -> list[str]:
     return sorted({name for data in roots for name in data.class_names})
 
 
-def _mapped(data: DataRoot, renames: dict[str, str], classes: Sequence[str]) -> DataRoot:
-    """A root's folders renamed (two folders onto one class are merged; onto "" left out), then only
-    ``classes`` kept."""
+def _mapped(data: DataRoot, class_map: Sequence[tuple[str, str]], classes: Sequence[str]) -> DataRoot:
+    """A root's folders renamed by ``class_map``, then only ``classes`` kept."""
+    return DataRoot(
+        data.root,
+        only_classes(mapped_folders(data.train, class_map), classes),
+        only_classes(mapped_folders(data.test, class_map), classes),
+    )
 
-    def merged(files: dict[str, list[Path]]) -> dict[str, list[Path]]:
-        spelling = {name.casefold(): name for name in files}
-        result: dict[str, list[Path]] = {}
-        for name, paths in files.items():
-            target = renames.get(name.casefold(), name)
-            if target:
-                result.setdefault(spelling.get(target.casefold(), target), []).extend(paths)
-        return only_classes(result, classes)
 
-    return DataRoot(data.root, merged(data.train), merged(data.test))
+def mapped_folders(files: dict[str, list[Path]], class_map: Sequence[tuple[str, str]]) -> dict[str, list[Path]]:
+    """Class folders renamed by ``class_map``'s ``(folder, class)`` pairs, matched case aside: two
+    folders onto one class are merged, a folder mapped onto "" is left out."""
+    renames = {source.casefold(): target for source, target in class_map}
+    spelling = {name.casefold(): name for name in files}
+    result: dict[str, list[Path]] = {}
+    for name, paths in files.items():
+        target = renames.get(name.casefold(), name)
+        if target:
+            result.setdefault(spelling.get(target.casefold(), target), []).extend(paths)
+    return result
 
 
 def _renamed(data: DataRoot, canonical: dict[str, str]) -> DataRoot:
@@ -219,7 +224,10 @@ def labelled_files(files: dict[str, list[Path]], class_names: list[str]) -> list
     index = {name.casefold(): i for i, name in enumerate(class_names)}
     unknown = sorted(name for name in files if name.casefold() not in index)
     if unknown:
-        raise DatasetError(f"classes {unknown} are not among the model's classes {class_names}")
+        raise DatasetError(
+            f"classes {unknown} are not among the model's classes {class_names} "
+            "(--class-map FOLDER=CLASS maps a folder onto one, FOLDER= leaves it out)"
+        )
     return [(path, index[name.casefold()]) for name, paths in files.items() for path in paths]
 
 

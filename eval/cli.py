@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
+from cxr.core.cli import ClassMapOption, Command, VersionOption, boundary, extra_imports, new_app, parse_class_map
 from cxr.core.datasets import open_sources
 
 app = new_app(__doc__)
@@ -20,20 +20,23 @@ def main(
     data: Annotated[list[Path], typer.Option(help="A folder-per-class set, or a root with train/ and test/ (its test split is evaluated). Or kaggle:OWNER/NAME. Repeat to evaluate several, each on its own and together.", show_default=False)],
     model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="FP32 or INT8 model from cxr-export.")] = Path("artifacts/model.onnx"),
     classes: Annotated[list[str], typer.Option(help="Evaluate these class folders only (repeat; matched case aside). Default: all.", show_default=False)] = [],
+    class_map: ClassMapOption = [],
     out: Annotated[Path, typer.Option(help="Where metrics.json, report.md and the figures go.")] = Path("reports"),
     ood: Annotated[Path | None, typer.Option(metavar="DIR", help="A folder of images that are not chest X-rays like the training ones: the share the out-of-distribution gate flags there and on --data, and the score's ROC AUC between them.", show_default=False)] = None,
     eda: Annotated[bool, typer.Option("--eda", help="Only draw the data set's own figure; no model needed.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     version: VersionOption = False,
 ) -> None:
-    """Evaluate the model on DATA; the model card goes beside the model."""
+    """Evaluate the model on DATA; the model card goes beside the model. Class folders are mapped as
+    the model's training mapped them (cxr-train --class-map), then by --class-map."""
     with boundary():
+        pairs = parse_class_map(class_map)
         with extra_imports("cxr-eval", "eval"):
             from .report import describe_dataset, evaluate
         if eda:
             typer.echo(f"wrote {describe_dataset(open_sources(data), out)}")
             return
-        result = evaluate(data, model, out, tuple(classes), ood)
+        result = evaluate(data, model, out, tuple(classes), ood, pairs)
     metrics = result.metrics
     if as_json:
         sources = {k: asdict(m) for k, m in result.sources.items()}

@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cxr.core.calibration import with_temperature
-from cxr.core.datasets import class_folders, files_under, labelled_files, only_classes, open_sources
+from cxr.core.datasets import class_folders, files_under, labelled_files, mapped_folders, only_classes, open_sources
 from cxr.core.errors import CxrError, DatasetError, ModelError
 from cxr.core.figures import (
     Panel,
@@ -138,11 +138,18 @@ def describe_dataset(sources: dict[str, Path], out: Path) -> Path:
 
 
 def evaluate(
-    roots: list[Path], model: Path, out: Path, classes: tuple[str, ...] = (), ood: Path | None = None
+    roots: list[Path],
+    model: Path,
+    out: Path,
+    classes: tuple[str, ...] = (),
+    ood: Path | None = None,
+    class_map: tuple[tuple[str, str], ...] = (),
 ) -> EvalResult:
     """Evaluate ``model`` on each data root (its test split if it has one; only ``classes`` when
-    given), each on its own and all together, and write everything to ``out``. With ``ood``, a
-    folder of images that are not like the training images: how well the gate flags them."""
+    given), each on its own and all together, and write everything to ``out``. Class folders are
+    renamed or left out as the model's training did (its recorded class map), then by ``class_map``.
+    With ``ood``, a folder of images that are not like the training images: how well the gate flags
+    them."""
     predictor = Predictor(model)
     info = predictor.info
     if ood is not None and info.ood is None:
@@ -152,10 +159,16 @@ def evaluate(
     names = info.class_names
     local = open_sources(roots)
     folders = [evaluation_split(root) for root in local.values()]
+    found = [class_folders(folder) for folder in folders]
+    spelt = {name.casefold() for files in found for name in files}
+    for folder, _ in class_map:
+        if folder.casefold() not in spelt:
+            raise DatasetError(f"--class-map {folder!r}: no class folder of that name in {', '.join(map(str, folders))}")
+    renames = tuple(info.recipe.get("class_map", {}).items()) + class_map  # a later pair wins
     sourced = [
         (source, item)
-        for source, folder in zip(local, folders)
-        for item in labelled_files(only_classes(class_folders(folder), classes), names)
+        for source, files in zip(local, found)
+        for item in labelled_files(only_classes(mapped_folders(files, renames), classes), names)
     ]
     items = [item for _, item in sourced]
     true_of = {str(path): names[label] for path, label in items}

@@ -168,6 +168,39 @@ def test_eval_bad_inputs(exported, dataset: Path, tmp_path: Path, case: str, nee
     assert not (tmp_path / "r").exists()
 
 
+def test_eval_maps_class_folders_as_told_and_as_the_model_was_trained(exported, dataset: Path, tmp_path: Path) -> None:
+    """A set with a folder the model has no class for: --class-map renames it onto a class or leaves
+    it out; a model trained with a map applies its own without being told; a bad map is one line."""
+    import onnx
+
+    data = copy_dataset(dataset / "test", tmp_path / "data")
+    shutil.copytree(data / "Viral Pneumonia", data / "Bacterial Pneumonia")  # 4 more pneumonia films
+    shutil.copytree(data / "Normal", data / "Tuberculosis")  # 4 films of a class the model lacks
+    common = ["--data", str(data), "--model", str(exported.path), "--json"]
+
+    mapped = runner.invoke(eval_app, [*common, "--out", str(tmp_path / "a"), "--class-map", "Bacterial Pneumonia=Viral Pneumonia", "--class-map", "tuberculosis="])
+    assert mapped.exit_code == 0, mapped.output
+    record = json.loads(mapped.stdout)
+    assert record["count"] == 16 and record["per_class"]["Viral Pneumonia"]["support"] == 8
+
+    unmapped = runner.invoke(eval_app, [*common, "--out", str(tmp_path / "b")])
+    assert_one_line_error(unmapped, "--class-map FOLDER=CLASS")
+    for value, needle in (("Nope=Normal", "no class folder of that name"), ("=Normal", "expected FOLDER=CLASS")):
+        assert_one_line_error(runner.invoke(eval_app, [*common, "--out", str(tmp_path / "c"), "--class-map", value]), needle)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+    proto = onnx.load(exported.path)
+    for prop in proto.metadata_props:
+        if prop.key == "cxr.recipe":
+            prop.value = json.dumps(json.loads(prop.value) | {"class_map": {"Bacterial Pneumonia": "Viral Pneumonia", "Tuberculosis": ""}})
+    trained_with_map = tmp_path / "model" / "model.onnx"
+    trained_with_map.parent.mkdir()
+    onnx.save(proto, trained_with_map)
+    recorded = runner.invoke(eval_app, ["--data", str(data), "--model", str(trained_with_map), "--json", "--out", str(tmp_path / "d")])
+    assert recorded.exit_code == 0, recorded.output
+    assert json.loads(recorded.stdout)["count"] == 16
+
+
 def test_drawing_figures_leaves_matplotlib_as_it_was(tmp_path: Path) -> None:
     """Drawing needs no pyplot state, and importing the trainer or the figures switches no backend.
 

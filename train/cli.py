@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cxr.core.cli import Command, VersionOption, boundary, extra_imports, new_app
+from cxr.core.cli import ClassMapOption, Command, VersionOption, boundary, extra_imports, new_app, parse_class_map
 from cxr.core.datasets import scan_roots
-from cxr.core.errors import CxrError
 from cxr.runtime.imaging import Contrast
 
 from .config import REFERENCE_RECIPE, Balance, Distribute, Head, Preprocess, TrainConfig
@@ -28,10 +27,10 @@ _OPTIONS = {f.name for f in fields(TrainConfig)}
 @app.command(cls=Command)
 def main(
     ctx: typer.Context,
-    data: Annotated[list[Path], typer.Option(help="Data root: DATA/train/<class>/* and optional DATA/test/<class>/*. Or kaggle:OWNER/NAME (downloaded once with kagglehub). Repeat to train on several; their class folders must match, case aside.", show_default=False)],
+    data: Annotated[list[Path], typer.Option(help="Data root: DATA/train/<class>/* and optional DATA/test/<class>/*. Or kaggle:OWNER/NAME (downloaded once with kagglehub). Repeat to train on several: the model's classes are every root's class folders (case aside), after --class-map and --classes.", show_default=False)],
     out: Annotated[Path, typer.Option(help="Where model.keras and the run record go.")] = _DEFAULTS.out,
     classes: Annotated[list[str], typer.Option(help="Train on these class folders only (repeat; matched case aside). Default: all.", show_default=False)] = list(_DEFAULTS.classes),
-    class_map: Annotated[list[str], typer.Option(metavar="FOLDER=CLASS", help="Rename a class folder onto another class, or leave it out with FOLDER= (repeat). The model's classes are every root's, after this.", show_default=False)] = [],
+    class_map: ClassMapOption = [],
     weights: Annotated[str, typer.Option(envvar="CXR_VGG16_WEIGHTS", help="VGG16 base weights: imagenet (Keras download), none, or a local no-top .h5 file.")] = _DEFAULTS.weights,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs training the head on the frozen base.")] = _DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per gradient step.")] = _DEFAULTS.batch_size,
@@ -95,15 +94,6 @@ def main(
     if result.skipped:
         typer.echo(f"skipped {len(result.skipped)} unreadable files (listed in metrics.json)")
     typer.echo(f"wrote {result.model_path} in {result.seconds['total']:.0f} s")
-
-
-def parse_class_map(values: list[str]) -> tuple[tuple[str, str], ...]:
-    """``FOLDER=CLASS`` values as pairs; one without ``=`` or without a folder is a CxrError."""
-    pairs = tuple(tuple(part.strip() for part in value.split("=", 1)) for value in values)
-    for value, pair in zip(values, pairs):
-        if len(pair) != 2 or not pair[0]:
-            raise CxrError(f"--class-map {value!r}: expected FOLDER=CLASS, or FOLDER= to leave the folder out")
-    return pairs  # type: ignore[return-value]
 
 
 def _split_line(name: str, split: SplitMetrics, what: str) -> str:
