@@ -43,6 +43,10 @@ class Score:
     ece: float  # expected calibration error of the model file's (temperature-scaled) probabilities
     flagged: float  # share of the split the gate calls unlike the training films
 
+    def __str__(self) -> str:
+        recall = ", ".join(f"{name} {value:.2f}" for name, value in self.recall.items())
+        return f"accuracy {self.accuracy:.3f} (recall {recall}), ECE {self.ece:.3f}, flagged {self.flagged:.3f}"
+
     @property
     def normal_recall(self) -> float | None:  # None where the split has no Normal film
         return self.recall.get("Normal")
@@ -125,7 +129,7 @@ def main(
                 gate.setdefault(run, []).append(flagged)
             print(
                 f"{run} seed {seed} ({time.perf_counter() - started:.0f} s): "
-                + ", ".join(f"{n} {test[(run, n)][-1].accuracy:.3f} (recall {test[(run, n)][-1].recall})" for n in tested)
+                + "; ".join(f"{n} {test[(run, n)][-1]}" for n in tested)
                 + (f"; validation {validation[run][-1]:.3f}" if run != EVERY else "")
                 + f"; evidence on lungs {share:.2f}; Tuberculosis flagged {flagged:.2f}",
                 file=sys.stderr,
