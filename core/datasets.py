@@ -304,13 +304,15 @@ def load_folder(
     read: Reader,
     limit: int | None = None,
     description: str = "Reading images",
+    class_map: Sequence[tuple[str, str]] = (),
 ) -> LabeledImages:
     """A folder-per-class set, decoded: all of it, or about ``limit`` images with every class in.
-    Folders of other classes than ``class_names`` are left out (a collection may have more).
+    Folders are renamed or left out by ``class_map`` (as in mapped_folders), then folders of other
+    classes than ``class_names`` are left out (a collection may have more).
 
     Raises DatasetError when nothing in it can be read.
     """
-    files = only_classes(class_folders(folder), class_names)
+    files = only_classes(mapped_folders(class_folders(folder), class_map), class_names)
     chosen = sample_files(files, limit) if limit else files
     images = load_images(chosen, class_names, read, description=description)
     if not len(images):

@@ -164,7 +164,7 @@ def evaluate(
     for folder, _ in class_map:
         if folder.casefold() not in spelt:
             raise DatasetError(f"--class-map {folder!r}: no class folder of that name in {', '.join(map(str, folders))}")
-    renames = tuple(info.recipe.get("class_map", {}).items()) + class_map  # a later pair wins
+    renames = info.class_map + class_map  # a later pair wins
     sourced = [
         (source, item)
         for source, files in zip(local, found)

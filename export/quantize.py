@@ -1,4 +1,4 @@
-"""INT8 model: onnxruntime static quantization (QDQ, per-channel weights) calibrated on train images."""
+"""INT8 model: onnxruntime static quantization (QDQ, per-channel 7-bit weights) calibrated on train images."""
 
 from __future__ import annotations
 
@@ -54,13 +54,13 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path]) -> Int
     names = fp32.info.class_names
     roots = data if isinstance(data, list) else [data]
     # Calibrated on every root's training images and checked on every root's test split, so that no
-    # collection's range of activations is clipped.
+    # collection's range of activations is clipped; class folders mapped as the model's training did.
     per_root = -(-CALIBRATION_IMAGES // len(roots))
     calibration = np.concatenate(
-        [load_folder(root / "train", names, fp32.prepare, per_root, "Calibration images").images for root in roots]
+        [load_folder(root / "train", names, fp32.prepare, per_root, "Calibration images", fp32.info.class_map).images for root in roots]
     )
     test = np.concatenate(
-        [load_folder(check_split(root), names, fp32.prepare, description="Agreement images").images for root in roots]
+        [load_folder(check_split(root), names, fp32.prepare, None, "Agreement images", fp32.info.class_map).images for root in roots]
     )
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -79,6 +79,11 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path]) -> Int
             _Images(calibration, fp32.input_name),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            # 7-bit weights: without VNNI (AVX2, plain AVX-512) onnxruntime multiplies uint8 activations
+            # by int8 weights in pairs summed into int16, which full-range weights overflow (93.7%
+            # agreement with FP32 on such a CPU, against 99.7% with VNNI). With 7 bits no pair can
+            # overflow, so every CPU computes the same integers.
+            reduce_range=True,
             nodes_to_exclude=softmax + gate,
         )
         proto = onnx.load(quantized)
@@ -87,7 +92,7 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path]) -> Int
         info = dataclasses.replace(
             fp32.info,
             quantization=(
-                f"int8: onnxruntime static QDQ, per-channel weights, MinMax calibration on "
+                f"int8: onnxruntime static QDQ, per-channel 7-bit weights, MinMax calibration on "
                 f"{len(calibration)} train images"
             ),
         )

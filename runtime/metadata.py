@@ -110,6 +110,12 @@ class ModelInfo:
         return self.input.height
 
     @property
+    def class_map(self) -> tuple[tuple[str, str], ...]:
+        """The ``(folder, class)`` renames training applied (``class`` empty: left out), so that readers
+        of labelled folders map them the same way."""
+        return tuple(self.recipe.get("class_map", {}).items())
+
+    @property
     def cell_pixels(self) -> float:
         """Input pixels per heat-map cell, across (32 for VGG16's 7x7 map of a 224-pixel input)."""
         return self.input.width / self.heatmaps.grid[1] if self.heatmaps else 0.0

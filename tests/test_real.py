@@ -111,13 +111,12 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
 
     # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
     int8 = export_int8(fp32_path, fp32_path.with_name("model.int8.onnx"), real_data)
-    # Folders named as the model's classes: the pediatric subset's 100 "Bacterial Pneumonia" test films
-    # are not among them (the class map is training's), so 633 films.
-    assert int8.test_images == 66 + 300 + 200 + 67
-    # INT8 kernels differ by CPU too (VNNI, AMX). Agreement with FP32: 0.997 (AMX, 2 of 633 films;
-    # 0.995 on a CPU without AMX for the two-collection model); 0.97 allows 19 (the 99% goal is the
-    # export's own warning and the benchmarks').
-    assert int8.agreement >= 0.97
+    # Folders mapped as training mapped them: the pediatric subset's 100 "Bacterial Pneumonia" test
+    # films count as Viral Pneumonia, its tuberculosis films are left out, so 733 films.
+    assert int8.test_images == 66 + 300 + 300 + 67
+    # export_int8 itself refuses below 99% agreement; with 7-bit weights every CPU computes the same
+    # integers (full 8-bit weights gave 93.7% on a CPU without VNNI).
+    assert int8.agreement >= 0.99
     assert int8.map_correlation >= 0.95  # 0.9988 (AMX), with the lung prior
     assert int8.flag_agreement >= 0.97  # the gate survives quantization: 1.000 (AMX)
 
