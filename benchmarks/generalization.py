@@ -67,11 +67,13 @@ def scored(predictor, files: dict[str, list[Path]]) -> Score:
 
     truth = {path: name for name, paths in files.items() for path in paths}
     said = [p for p in predictor.predict_files(list(truth)) if isinstance(p, Prediction)]
-    classes = list(said[0].probabilities)
-    labels = np.array([classes.index(truth[Path(p.file)]) for p in said])
+    # Case aside: a model trained without Covid19-dataset spells its first class as the radiography
+    # subset's folder does ("COVID", not "Covid").
+    classes = [name.casefold() for name in said[0].probabilities]
+    labels = np.array([classes.index(truth[Path(p.file)].casefold()) for p in said])
     probabilities = np.array([list(p.probabilities.values()) for p in said])
     right = probabilities.argmax(axis=1) == labels
-    recall = {name: float(right[labels == classes.index(name)].mean()) for name in files if files[name]}
+    recall = {name: float(right[labels == classes.index(name.casefold())].mean()) for name in files if files[name]}
     flagged = [p.in_distribution is False for p in said]
     return Score(float(right.mean()), recall, expected_calibration_error(probabilities, labels), statistics.mean(flagged))
 
