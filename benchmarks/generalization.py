@@ -63,17 +63,16 @@ def scored(predictor, files: dict[str, list[Path]]) -> Score:
     import numpy as np
 
     from cxr.core.calibration import expected_calibration_error
+    from cxr.core.datasets import labelled_files
     from cxr.runtime.predictor import Prediction
 
-    truth = {path: name for name, paths in files.items() for path in paths}
-    said = [p for p in predictor.predict_files(list(truth)) if isinstance(p, Prediction)]
-    # Case aside: a model trained without Covid19-dataset spells its first class as the radiography
-    # subset's folder does ("COVID", not "Covid").
-    classes = [name.casefold() for name in said[0].probabilities]
-    labels = np.array([classes.index(truth[Path(p.file)].casefold()) for p in said])
+    # Matched case aside: a model trained without Covid19-dataset spells "COVID", not "Covid".
+    label_of = dict(labelled_files(files, predictor.info.class_names))
+    said = [p for p in predictor.predict_files(list(label_of)) if isinstance(p, Prediction)]
+    labels = np.array([label_of[Path(p.file)] for p in said])
     probabilities = np.array([list(p.probabilities.values()) for p in said])
     right = probabilities.argmax(axis=1) == labels
-    recall = {name: float(right[labels == classes.index(name.casefold())].mean()) for name in files if files[name]}
+    recall = {name: float(right[labels == label_of[paths[0]]].mean()) for name, paths in files.items() if paths}
     flagged = [p.in_distribution is False for p in said]
     return Score(float(right.mean()), recall, expected_calibration_error(probabilities, labels), statistics.mean(flagged))
 

@@ -83,8 +83,8 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path]) -> Int
             # 7-bit weights: without VNNI (AVX2, plain AVX-512) onnxruntime multiplies uint8 activations
             # by int8 weights in pairs summed into int16, which full-range weights overflow (a seed-0
             # default agreed with FP32 on 93.7% of its test films on such a CPU; another, 99.5% with
-            # VNNI). With 7 bits no pair can overflow, so every CPU computes the same integers: 99.3%
-            # for the latter (99.45% with the head in float), at 1.00x the latency.
+            # VNNI). With 7 bits no pair can overflow, so every CPU computes the same integers, at
+            # 1.00x the latency.
             reduce_range=True,
             nodes_to_exclude=head,
         )

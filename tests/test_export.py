@@ -95,13 +95,13 @@ def test_int8_model_agrees_and_describes_itself(exported, dataset: Path, tmp_pat
     assert result.int8_bytes < result.fp32_bytes / 3
     quantized, fp32 = Predictor(result.path), Predictor(exported.path)
     assert quantized.info.quantization.startswith("int8")
-    # Weights in 7 bits, so that CPUs without VNNI (int16 sums of uint8 x int8 pairs) cannot overflow.
     graph = onnx.load(result.path).graph
     # The convolutions' weights are quantized; the head's and the gate's (MatMul or Gemm) stay float.
     stored = {t.name for t in graph.initializer}
-    weights = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in stored}
-    quantized_ops = {node.op_type for node in graph.node if weights.intersection(node.input)}
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in stored}
+    quantized_ops = {node.op_type for node in graph.node if dequantized.intersection(node.input)}
     assert "Conv" in quantized_ops and not quantized_ops & {"MatMul", "Gemm"}
+    # Weights in 7 bits, so that CPUs without VNNI (int16 sums of uint8 x int8 pairs) cannot overflow.
     initializers = [onnx.numpy_helper.to_array(t) for t in graph.initializer]
     weights = [w for w in initializers if w.dtype == np.int8 and w.ndim >= 2]  # not the zero points
     assert weights and all(np.abs(w.astype(int)).max() <= 64 for w in weights)

@@ -112,7 +112,7 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
     # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
     int8 = export_int8(fp32_path, fp32_path.with_name("model.int8.onnx"), real_data)
     # Folders mapped as training mapped them: the pediatric subset's 100 "Bacterial Pneumonia" test
-    # films count as Viral Pneumonia, its tuberculosis films are left out, so 733 films.
+    # films count as Viral Pneumonia, the NLM subset's tuberculosis films are left out, so 733 films.
     assert int8.test_images == 66 + 300 + 300 + 67
     # export_int8 itself refuses below 99% agreement. With 7-bit weights every CPU computes the same
     # integers: 0.9945 (4 of 733 films) for seed 0 trained on an AVX-512 EPYC; full 8-bit weights gave
