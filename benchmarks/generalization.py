@@ -41,6 +41,7 @@ class Score:
     accuracy: float
     recall: dict[str, float]  # per class the split has
     ece: float  # expected calibration error of the model file's (temperature-scaled) probabilities
+    ece_by_chance: float  # a perfectly calibrated model's ECE with these probabilities on as many films
     flagged: float  # share of the split the gate calls unlike the training films
 
     def __str__(self) -> str:
@@ -62,7 +63,7 @@ def scored(predictor, files: dict[str, list[Path]]) -> Score:
     predictions on a split's files by class."""
     import numpy as np
 
-    from cxr.core.calibration import expected_calibration_error
+    from cxr.core.calibration import confidence
     from cxr.core.datasets import labelled_files
     from cxr.runtime.predictor import Prediction
 
@@ -74,7 +75,8 @@ def scored(predictor, files: dict[str, list[Path]]) -> Score:
     right = probabilities.argmax(axis=1) == labels
     recall = {name: float(right[labels == label_of[paths[0]]].mean()) for name, paths in files.items() if paths}
     flagged = [p.in_distribution is False for p in said]
-    return Score(float(right.mean()), recall, expected_calibration_error(probabilities, labels), statistics.mean(flagged))
+    honesty = confidence(probabilities, labels)
+    return Score(float(right.mean()), recall, honesty.ece, honesty.ece_by_chance, statistics.mean(flagged))
 
 
 def lungs_and_gate(predictor, root: Path) -> tuple[float, float]:
@@ -153,12 +155,12 @@ def main(
             f"{cell([s.accuracy for s in out])} | {cell([s.normal_recall for s in out])} | {cell(validation.get(name, []))} |"
         )
     if (EVERY, COLLECTIONS[0]) in test:
-        print("\n| trained on all, tested on | accuracy | recall per class | ECE after scaling | flagged by the gate |")
-        print("|---|---|---|---|---|")
+        print("\n| trained on all, tested on | accuracy | recall per class | ECE after scaling | ECE by chance alone | flagged by the gate |")
+        print("|---|---|---|---|---|---|")
         for name in COLLECTIONS:
             scores = test[(EVERY, name)]
             recalls = ", ".join(f"{c} {cell([s.recall[c] for s in scores])}" for c in scores[0].recall)
-            print(f"| {name} | {cell([s.accuracy for s in scores])} | {recalls} | {cell([s.ece for s in scores])} | {cell([s.flagged for s in scores])} |")
+            print(f"| {name} | {cell([s.accuracy for s in scores])} | {recalls} | {cell([s.ece for s in scores])} | {cell([s.ece_by_chance for s in scores])} | {cell([s.flagged for s in scores])} |")
     held = [statistics.mean(s.accuracy for s in test[(name, name)]) for name in runs if name != EVERY]
     if held:
         print(f"\nMean held-out test accuracy: {statistics.mean(held):.3f}")

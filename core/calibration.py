@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (2017) report the expected calibration error
+CHANCE_DRAWS = 1000  # sets of labels behind ece_by_chance: its median moves by about 0.002 between seeds
 _SMALLEST = np.finfo(np.float32).tiny  # below this a float32 probability is 0: clipped, not log(0)
 
 
@@ -17,10 +18,17 @@ class Confidence:
 
     loss: float  # negative log-likelihood of the true class
     ece: float  # expected calibration error
+    # The ECE that a perfectly calibrated model giving the same probabilities would show on as many
+    # images (median of CHANCE_DRAWS): on a small split, an ECE this size is all that chance makes.
+    ece_by_chance: float
 
 
 def confidence(probabilities: np.ndarray, labels: np.ndarray) -> Confidence:
-    return Confidence(negative_log_likelihood(probabilities, labels), expected_calibration_error(probabilities, labels))
+    return Confidence(
+        negative_log_likelihood(probabilities, labels),
+        expected_calibration_error(probabilities, labels),
+        ece_by_chance(probabilities),
+    )
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -32,11 +40,27 @@ def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> fl
 def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
     """Over equal-width bins of the top probability: the gap between accuracy and mean confidence,
     weighted by the share of images in the bin."""
-    confidence = probabilities.max(axis=1)
     right = probabilities.argmax(axis=1) == labels
+    return float(_ece(probabilities.max(axis=1), right[np.newaxis], bins)[0])
+
+
+def ece_by_chance(probabilities: np.ndarray, draws: int = CHANCE_DRAWS, seed: int = 0, bins: int = ECE_BINS) -> float:
+    """The median ECE over ``draws`` sets of labels drawn from ``probabilities`` themselves (each
+    image right with its top probability): what a perfectly calibrated model scores on this many
+    images. ECE is biased upwards on few images, about 0.08 on 66 films at these models' confidences."""
+    confidence = probabilities.max(axis=1)
+    right = np.random.default_rng(seed).random((draws, len(confidence))) < confidence
+    return float(np.median(_ece(confidence, right, bins)))
+
+
+def _ece(confidence: np.ndarray, right: np.ndarray, bins: int) -> np.ndarray:
+    """ECE of one set of confidences against each row of ``right`` (whether each image was right)."""
     which = np.minimum((confidence * bins).astype(int), bins - 1)
-    gaps = [abs(right[which == b].mean() - confidence[which == b].mean()) * np.mean(which == b) for b in np.unique(which)]
-    return float(np.sum(gaps))
+    gaps = np.zeros(len(right))
+    for b in np.unique(which):
+        in_bin = which == b
+        gaps += np.abs(right[:, in_bin].mean(axis=1) - confidence[in_bin].mean()) * in_bin.mean()
+    return gaps
 
 
 def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:

@@ -214,20 +214,27 @@ def _when_it_does_not_know(info: ModelInfo, groups: dict[str, Metrics], check: O
 
 def trust_table(groups: dict[str, Metrics]) -> list[str]:
     """Expected calibration error and negative log-likelihood, before and after the temperature, and
-    the share the gate flags, per set of images."""
+    the share the gate flags, per set of images; beside the ECE, what chance alone gives on as many."""
     rows = [(name, m) for name, m in groups.items() if m.uncalibrated is not None and m.flagged is not None]
     if not rows:
         return []
     lines = [
-        "| images | count | ECE | ECE before scaling | NLL | NLL before scaling | flagged out of distribution |",
-        "|---|---|---|---|---|---|---|",
+        "| images | count | ECE | ECE by chance alone | ECE before scaling | NLL | NLL before scaling | flagged out of distribution |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, m in rows:
         lines.append(
-            f"| {name} | {m.count} | {m.confidence.ece:.3f} | {m.uncalibrated.ece:.3f} | {m.confidence.loss:.3f} "
-            f"| {m.uncalibrated.loss:.3f} | {m.flagged:.1%} |"
+            f"| {name} | {m.count} | {m.confidence.ece:.3f} | {m.confidence.ece_by_chance:.3f} | {m.uncalibrated.ece:.3f} "
+            f"| {m.confidence.loss:.3f} | {m.uncalibrated.loss:.3f} | {m.flagged:.1%} |"
         )
-    return [*lines, ""]
+    return [
+        *lines,
+        "",
+        "ECE by chance alone: the median ECE of a perfectly calibrated model giving these probabilities on as many "
+        "images (labels drawn from the probabilities). On a small set it is large; an ECE near it is as calibrated as "
+        "that set can show.",
+        "",
+    ]
 
 
 def ood_lines(check: OodCheck | None, evaluated: Metrics) -> list[str]:

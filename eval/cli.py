@@ -47,7 +47,10 @@ def main(
         where = f"{name}: " if result.sources else ""
         trust = ""
         if m.uncalibrated is not None and m.flagged is not None:
-            trust = f"; ECE {m.confidence.ece:.3f} ({m.uncalibrated.ece:.3f} before scaling), flagged out of distribution {m.flagged:.1%}"
+            trust = (
+                f"; ECE {m.confidence.ece:.3f} ({m.uncalibrated.ece:.3f} before scaling, {m.confidence.ece_by_chance:.3f} "
+                f"by chance alone), flagged out of distribution {m.flagged:.1%}"
+            )
         typer.echo(
             f"{where}accuracy {m.accuracy:.3f} (95% CI {low:.3f}-{high:.3f}) on {m.count} images, "
             f"macro-F1 {m.macro_f1:.3f}{trust}"

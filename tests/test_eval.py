@@ -241,11 +241,13 @@ def test_eval_reports_calibration_and_the_gate_on_other_images(exported, dataset
     assert f"{check['flagged']:.1%} of {len(readable)} images flagged" in result.stdout
     # ECE before scaling is measured by undoing the model's own temperature.
     assert metrics["uncalibrated"]["ece"] != metrics["confidence"]["ece"]
+    assert 0 < metrics["confidence"]["ece_by_chance"] < 0.5
+    assert f"{metrics['confidence']['ece_by_chance']:.3f} by chance alone" in result.stdout
     for name in ("reliability.png", "ood_scores.png"):
         with Image.open(out / name) as figure:
             assert figure.format == "PNG" and figure.width >= 500, name
     report = (out / "report.md").read_text()
-    assert "ECE before scaling" in report and "flagged" in report and "ROC AUC of the score" in report
+    assert "ECE before scaling" in report and "ECE by chance alone" in report and "ROC AUC of the score" in report
     card = (exported.path.parent / "MODEL_CARD.md").read_text()
     assert "## When it does not know" in card and "does not catch a chest X-ray of another disease" in card
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr.core.calibration import expected_calibration_error, negative_log_likelihood, with_temperature
+from cxr.core.calibration import ece_by_chance, expected_calibration_error, negative_log_likelihood, with_temperature
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -22,6 +22,17 @@ def test_ece_of_known_cases() -> None:
     # Two bins: 0.95-sure and right half the time (gap 0.45), 0.55-sure and always right (gap 0.45).
     mixed = np.array([[0.95, 0.05, 0.0]] * 2 + [[0.55, 0.45, 0.0]] * 2)
     assert expected_calibration_error(mixed, np.array([0, 1, 0, 0])) == pytest.approx(0.45)
+
+
+def test_ece_by_chance_is_what_a_calibrated_model_scores_and_shrinks_with_more_images() -> None:
+    rng = np.random.default_rng(0)
+    few, many = (softmax(rng.normal(0, 2, (n, 3))) for n in (66, 3000))
+    # Labels drawn from the probabilities: calibrated by construction, yet ECE > 0 on few images.
+    measured = [expected_calibration_error(few, np.array([rng.choice(3, p=row) for row in few])) for _ in range(200)]
+    assert ece_by_chance(few) == pytest.approx(np.median(measured), abs=0.01)
+    assert ece_by_chance(few) > 3 * ece_by_chance(many) > 0
+    assert ece_by_chance(np.tile([1.0, 0.0, 0.0], (66, 1))) == 0.0  # sure and always right: no gap to find
+    assert ece_by_chance(few, seed=1) == pytest.approx(ece_by_chance(few), abs=0.01)
 
 
 def test_temperature_keeps_the_class_and_undoes_itself() -> None:
