@@ -20,10 +20,10 @@ LIMITATIONS = [
     "patients are children (a pediatric pneumonia collection from Guangzhou) and most Covid patients "
     "adults (public COVID-19 collections): a model can score well by telling age apart instead of "
     "disease. Expect much lower accuracy on adult X-rays from other hospitals.",
-    "Heat maps of models trained on that data set put much of the evidence off the lungs: for Covid "
-    "on the clavicles and upper mediastinum (default recipe) or below the diaphragm (reference "
-    "recipe), for Viral Pneumonia on the lower corners and the lateral chest wall (docs/RESULTS.md). "
-    "High accuracy there does not mean the model reads lung disease.",
+    "Heat maps of models trained on that data set without a lung prior put much of the evidence off "
+    "the lungs: for Covid on the clavicles and upper mediastinum or below the diaphragm, for Viral "
+    "Pneumonia on the lower corners and the lateral chest wall. The lung prior puts about two thirds of "
+    "it on the lungs (docs/RESULTS.md); even so, high accuracy does not mean the model reads lung disease.",
     "The test set is small: one image is about 1.5 points of accuracy on 66 images; read the "
     "interval, not the point estimate.",
     "What 'Viral Pneumonia' holds: in every shared collection it is children's pneumonia from one "
@@ -31,7 +31,7 @@ LIMITATIONS = [
     "Covid19-dataset's 20 test 'Viral Pneumonia' films). No collection has adults with pneumonia "
     "other than COVID-19, so the model has never seen one.",
     "Three classes only: any other finding (tuberculosis, effusion, devices) is forced into one of "
-    "them. Tuberculosis films pass the out-of-distribution gate (4% of 50 flagged): the gate tells "
+    "them. Tuberculosis films pass the out-of-distribution gate (2-4% of 50 flagged): the gate tells "
     "what is not a chest X-ray, not a disease the model lacks.",
     "Trained on 640x640 re-encoded JPEG/PNG; DICOM input is windowed and stretched to 8 bits, which "
     "may differ from how the training images were made.",
