@@ -8,6 +8,8 @@ Every variant trains the default recipe's head (Flatten, dropout 0.5, label smoo
 the four shared collections (computed once into cxr's feature cache, as cxr-train does), with:
 - nothing (the recipe without a lung prior);
 - the lung prior at each sharpness: the map times each cell's share on the lungs, to a power;
+- a lung prior one block earlier too: block4_pool (14x14) times its cells' share on the lungs before
+  the frozen block5 reads it, so that block5's wide view cannot carry what lies off the lungs;
 - a penalty on evidence off the lungs ("right for the right reasons", Ross et al. 2017): the share of
   the true class's positive evidence outside the lungs, times lambda, added to the loss, for the
   films with a mask (only NLM's Normal films have one), or for every film, using the mean mask
@@ -44,6 +46,7 @@ class Variant:
     sharpness: float | None = None  # the lung prior's power; None: no prior
     penalty: float = 0.0  # lambda
     mean_mask_for_all: bool = False  # penalise films without a mask against the mean mask
+    earlier: float | None = None  # the power of a prior on block4_pool too; None: none there
 
 
 VARIANTS = [
@@ -51,7 +54,10 @@ VARIANTS = [
     *[Variant(f"lung prior, power {p:g}", sharpness=p) for p in (1, 2, 3, 4)],
     *[Variant(f"penalty {lam:g}, own masks", penalty=lam) for lam in (1, 10)],
     *[Variant(f"penalty {lam:g}, mean mask where none", penalty=lam, mean_mask_for_all=True) for lam in (1, 10)],
+    *[Variant(f"block4 prior, power {q:g}, and lung prior, power 3", sharpness=3, earlier=q) for q in (1, 2)],
+    Variant("block4 prior, power 1, alone", earlier=1),
 ]
+EARLIER, EARLIER_GRID = "block4_pool", (14, 14)
 
 
 def fit(features, labels, weights, off, classes, seed, prior, penalty):
@@ -128,18 +134,26 @@ def main(
     names = model_classes(roots)
     config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=class_map)
     net = build_model(len(names), config.image_size, weights, config.model_recipe)
-    front = net.segment(None, FEATURES)
+    front, back = net.segment(None, EARLIER), net.segment(EARLIER, FEATURES)
     read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
-    with open_stores(store_specs(config, net.model, weights, [FEATURES]), keep=True) as (store,):
+    with open_stores(store_specs(config, net.model, weights, [EARLIER]), keep=True) as (store,):
         splits = {}
         for split in ("train", "test"):
             examples, _ = fill([store], [lambda images: on_batch(front, images.astype(np.float32))[0]], listed(roots, split, names), read, False, f"Features ({split})")
             splits[split] = (examples, np.asarray(store.array()[store.rows_of(examples.digests)], np.float32))
-    (train, x), (test, x_test) = splits["train"], splits["test"]
+    (train, x4), (test, x4_test) = splits["train"], splits["test"]
+
+    def block5(block4: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """The frozen block5's output on block4 features times ``prior`` (each of their cells)."""
+        return np.concatenate([on_batch(back, block4[i : i + 64] * prior[np.newaxis, :, :, np.newaxis])[0] for i in range(0, len(block4), 64)])
+
+    plain = np.ones(EARLIER_GRID, np.float32)
+    x_plain, x_test_plain = block5(x4, plain), block5(x4_test, plain)
     masks = [mask_for(path) for path in train.paths]
     has_mask = np.array([m is not None for m in masks])
     lungs = np.stack([cells_on_lungs(m, config.image_size, GRID) if m else np.zeros(GRID, np.float32) for m in masks])
     mean_lungs = lungs[has_mask].mean(axis=0)
+    mean_earlier = np.mean([cells_on_lungs(m, config.image_size, EARLIER_GRID) for m in masks if m], axis=0)
     nlm = np.flatnonzero(test.sources == COLLECTIONS.index("NLM-tuberculosis-subset"))
     nlm_masks = [mask_for(test.paths[i]) for i in nlm]
 
@@ -148,6 +162,8 @@ def main(
     print("|---|---|---|---|", flush=True)
     for variant in [v for v in VARIANTS if not only or any(v.name.startswith(prefix) for prefix in only)]:
         prior = mean_lungs**variant.sharpness if variant.sharpness else np.ones(GRID, np.float32)
+        earlier = (mean_earlier**variant.earlier).astype(np.float32) if variant.earlier else None
+        x, x_test = (block5(x4, earlier), block5(x4_test, earlier)) if variant.earlier else (x_plain, x_test_plain)
         # Off the lungs: by the film's own mask; without one, by the mean mask or not at all.
         elsewhere = 1 - mean_lungs if variant.mean_mask_for_all else 0.0
         off = np.where(has_mask[:, None, None], 1 - lungs, elsewhere).astype(np.float32)
