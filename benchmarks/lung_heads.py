@@ -5,7 +5,8 @@
 
 Every variant trains the default recipe's head (Flatten, dropout 0.5, label smoothing 0.1, Adam 1e-3,
 8 epochs, loss balanced by collection and class) on the frozen VGG16 base's block5_pool features of
-the four shared collections (computed once into cxr's feature cache, as cxr-train does), with:
+the four shared collections (block5 run on block4_pool features kept in cxr's feature cache, as
+cxr-train keeps them), with:
 - nothing (the recipe without a lung prior);
 - the lung prior at each sharpness: the map times each cell's share on the lungs, to a power;
 - a lung prior one block earlier too: block4_pool (14x14) times its cells' share on the lungs before
@@ -157,7 +158,7 @@ def main(
     nlm = np.flatnonzero(test.sources == COLLECTIONS.index("NLM-tuberculosis-subset"))
     nlm_masks = [mask_for(test.paths[i]) for i in nlm]
 
-    print(f"Heads on cached {FEATURES} features, bacterial films as {bacterial or 'nothing (left out)'}, seeds {seeds}.\n")
+    print(f"Heads on {FEATURES} features (from cached {EARLIER} ones), bacterial films as {bacterial or 'nothing (left out)'}, seeds {seeds}.\n")
     print("| variant | lowest collection's validation accuracy | leave-one-collection-out validation accuracy | evidence on the lungs (NLM test Normal) |")
     print("|---|---|---|---|", flush=True)
     for variant in [v for v in VARIANTS if not only or any(v.name.startswith(prefix) for prefix in only)]:
