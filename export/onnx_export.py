@@ -135,9 +135,10 @@ def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.nda
 
 
 def _summaries(splits: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What the model file keeps of each split's metrics (not the confusion matrix)."""
-    kept = ("accuracy", "loss", "ece", "uncalibrated", "flagged", "count", "per_class")
-    return {name: {key: split[key] for key in kept} for name, split in splits.items()}
+    """What the model file keeps of each split's metrics (not the confusion matrix; ece_by_chance only
+    where the run recorded it)."""
+    kept = ("accuracy", "loss", "ece", "ece_by_chance", "uncalibrated", "flagged", "count", "per_class")
+    return {name: {key: split[key] for key in kept if key in split} for name, split in splits.items()}
 
 
 def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

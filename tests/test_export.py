@@ -36,6 +36,7 @@ def test_export_carries_the_contract_and_matches_keras(exported, trained) -> Non
     assert info.ood.threshold == pytest.approx(trained.trust.threshold) and "Mahalanobis" in info.ood.score
     assert info.ood.output == "ood_score" and exported.score_diff <= 1e-3
     assert info.metrics["splits"]["val"]["ece"] == trained.splits["val"].ece
+    assert info.metrics["splits"]["val"]["ece_by_chance"] == trained.splits["val"].ece_by_chance > 0
 
 
 def test_the_graph_computes_the_gate_the_trainer_fitted(exported, trained, dataset: Path) -> None:

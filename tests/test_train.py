@@ -160,6 +160,9 @@ def test_two_sources_spelled_differently_train_one_model_with_metrics_for_each(d
     assert result.exit_code == 0, result.output
     assert f"images of {other.name})" in result.stdout
     record = json.loads((out / "metrics.json").read_text())
+    # Each ECE beside what a perfectly calibrated model would score on as few images (12 per source).
+    chance = record["sources"]["other"]["test"]["ece_by_chance"]
+    assert chance > 0 and f"{chance:.3f} by chance alone)  flagged" in result.stdout
     assert record["class_names"] == list(CLASSES)
     assert record["splits"]["test"]["count"] == 24 and list(record["sources"]) == [dataset.name, "other"]
     for source in record["sources"].values():

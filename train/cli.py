@@ -99,5 +99,5 @@ def main(
 def _split_line(name: str, split: SplitMetrics, what: str) -> str:
     return (
         f"{name:<5} accuracy {split.accuracy:.3f}  loss {split.loss:.4f}  ECE {split.ece:.3f} "
-        f"({split.uncalibrated.ece:.3f} before scaling)  flagged {split.flagged:.1%}  ({what})"
+        f"({split.uncalibrated.ece:.3f} before scaling, {split.ece_by_chance:.3f} by chance alone)  flagged {split.flagged:.1%}  ({what})"
     )

@@ -39,6 +39,7 @@ class SplitMetrics:
     accuracy: float
     loss: float  # of the calibrated probabilities, which the model file gives
     ece: float
+    ece_by_chance: float  # a perfectly calibrated model's ECE with these probabilities (core.calibration)
     count: int
     per_class: dict[str, int]  # images of each class the split has (a source may lack some)
     confusion: list[list[int]]  # rows: true class, columns: predicted class; all the model's classes
@@ -369,6 +370,7 @@ def split_metrics(
         accuracy=float(np.mean(predicted == labels)),
         loss=honesty.loss,
         ece=honesty.ece,
+        ece_by_chance=honesty.ece_by_chance,
         count=len(labels),
         per_class={name: count for name, count in class_counts(labels, class_names).items() if count},
         confusion=confusion.tolist(),
