@@ -135,8 +135,8 @@ def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.nda
 
 
 def _summaries(splits: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What the model file keeps of each split's metrics (not the confusion matrix; ece_by_chance only
-    where the run recorded it)."""
+    """What the model file keeps of each split's metrics (not the confusion matrix): each kept key the
+    run recorded (a run from before ece_by_chance existed lacks it)."""
     kept = ("accuracy", "loss", "ece", "ece_by_chance", "uncalibrated", "flagged", "count", "per_class")
     return {name: {key: split[key] for key in kept if key in split} for name, split in splits.items()}
 
