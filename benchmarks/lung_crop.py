@@ -21,6 +21,7 @@ in the same run. About an hour on 2 CPU cores (each set of features ~8 minutes, 
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -164,16 +165,20 @@ def cut(image: Image.Image, lungs: np.ndarray, crop: str) -> tuple[Image.Image, 
     return image.crop(pixels(box, *image.size)), box
 
 
-def features(paths: list[Path], segmenter, backbone, crop: str, size: int, contrast: str) -> tuple[np.ndarray, np.ndarray]:
-    """block5_pool features of each film as cut, and each film's box."""
+def lung_cuts(segmenter, crop: str, images: list[Image.Image]) -> list[tuple[Image.Image, tuple[float, float, float, float]]]:
+    lungs = segmenter.predict_on_batch(segmenter_input(images))[..., 0] > 0.5
+    return [cut(image, found, crop) for image, found in zip(images, lungs)]
+
+
+def features(paths: list[Path], cutter, backbone, size: int, contrast: str) -> tuple[np.ndarray, np.ndarray]:
+    """block5_pool features of each film as ``cutter`` (a batch of images -> each one's piece and
+    box) cuts it, and each film's box."""
     from cxr.runtime.imaging import read_rgb, to_model_input
     from cxr.train.inputs import on_batch
 
     rows, boxes = [], []
     for start in range(0, len(paths), BATCH):
-        images = [read_rgb(path) for path in paths[start : start + BATCH]]
-        lungs = segmenter.predict_on_batch(segmenter_input(images))[..., 0] > 0.5
-        cuts = [cut(image, found, crop) for image, found in zip(images, lungs)]
+        cuts = cutter([read_rgb(path) for path in paths[start : start + BATCH]])
         boxes += [box for _, box in cuts]
         rows.append(on_batch(backbone, np.stack([to_model_input(piece, size, contrast) for piece, _ in cuts]).astype(np.float32))[0])
     return np.concatenate(rows), np.array(boxes, np.float32)
@@ -195,15 +200,26 @@ def prior_as_cut(paths: list[Path], boxes: np.ndarray, size: int, power: float) 
     return (np.mean(shares, axis=0) ** power).astype(np.float32)
 
 
-def scores(train, x, test, x_test, prior, normal: int, classes: int, seed: int) -> tuple[float, float, list[float], list[float]]:
+def scores(train, x, test, x_test, prior, normal: int, classes: int, seed: int, copies: tuple[np.ndarray, ...] = ()) -> tuple[float, float, list[float], list[float]]:
     """Lowest collection's validation accuracy; mean leave-one-collection-out validation accuracy;
-    per held-out collection, test accuracy and Normal recall."""
+    per held-out collection, test accuracy and Normal recall. ``copies``: features of altered copies
+    of the train films (row for row), trained on beside each film a head trains on, never scored."""
     from cxr.core.datasets import stratified_split
     from cxr.train.inputs import sample_weights
 
     def head(rows):
         part = train.subset(rows)
-        return fit(x[rows], part.labels, sample_weights(part, "source-class"), np.zeros((len(rows), *GRID), np.float32), classes, seed, prior, 0.0)
+        shown = 1 + len(copies)
+        return fit(
+            np.concatenate([x[rows], *(copy[rows] for copy in copies)]),
+            np.tile(part.labels, shown),
+            np.tile(sample_weights(part, "source-class"), shown),
+            np.zeros((shown * len(rows), *GRID), np.float32),
+            classes,
+            seed,
+            prior,
+            0.0,
+        )
 
     fitted, val = stratified_split(train.sources * classes + train.labels, 0.15, seed)
     right = predicted(x[val], prior, *head(fitted)) == train.labels[val]
@@ -217,6 +233,21 @@ def scores(train, x, test, x_test, prior, normal: int, classes: int, seed: int) 
         held_test.append(float((guess == truth).mean()))
         held_normal.append(float((guess[truth == normal] == normal).mean()))
     return float(lowest), float(np.mean(held_val)), held_test, held_normal
+
+
+def header(first: str) -> str:
+    held_out = " | ".join(f"{c} held out: accuracy (Normal recall)" for c in COLLECTIONS)
+    return (
+        f"| {first} | lowest collection's validation accuracy | leave-one-collection-out validation accuracy | held-out test accuracy, mean | {held_out} |\n"
+        + "|---|---|---|---|" + "---|" * len(COLLECTIONS)
+    )
+
+
+def row(name: str, runs: list[tuple[float, float, list[float], list[float]]]) -> str:
+    """A table row: the mean over seeds of each of ``scores``' figures."""
+    accuracy, normal = np.mean([r[2] for r in runs], axis=0), np.mean([r[3] for r in runs], axis=0)
+    each = " | ".join(f"{a:.3f} ({n:.2f})" for a, n in zip(accuracy, normal))
+    return f"| {name} | {statistics.mean(r[0] for r in runs):.3f} | {statistics.mean(r[1] for r in runs):.3f} | {accuracy.mean():.3f} | {each} |"
 
 
 def main(
@@ -242,20 +273,17 @@ def main(
     backbone = build_model(len(names), config.image_size, weights, config.model_recipe).segment(None, FEATURES)
     cuts = {}
     for crop in dict.fromkeys(v.crop for v in VARIANTS):
-        x, boxes = features(train.paths, segmenter, backbone, crop, config.image_size, config.contrast)
-        cuts[crop] = (x, boxes, features(test.paths, segmenter, backbone, crop, config.image_size, config.contrast)[0])
+        cutter = functools.partial(lung_cuts, segmenter, crop)
+        x, boxes = features(train.paths, cutter, backbone, config.image_size, config.contrast)
+        cuts[crop] = (x, boxes, features(test.paths, cutter, backbone, config.image_size, config.contrast)[0])
     whole = [(b[2] - b[0]) * (b[3] - b[1]) for b in cuts["crop"][1]]
     print(f"The lung box keeps {statistics.median(whole):.2f} of a film (median); {np.mean(np.array(whole) == 1):.3f} of films read whole.\n")
 
-    print("| input | lowest collection's validation accuracy | leave-one-collection-out validation accuracy | held-out test accuracy, mean | " + " | ".join(f"{c} held out: accuracy (Normal recall)" for c in COLLECTIONS) + " |")
-    print("|---|---|---|---|" + "---|" * len(COLLECTIONS), flush=True)
+    print(header("input"), flush=True)
     for variant in VARIANTS:
         x, boxes, x_test = cuts[variant.crop]
         prior = prior_as_cut(train.paths, boxes, config.image_size, variant.power) if variant.power else np.ones(GRID, np.float32)
-        runs = [scores(train, x, test, x_test, prior, names.index("Normal"), len(names), seed) for seed in seeds]
-        accuracy, normal = np.mean([r[2] for r in runs], axis=0), np.mean([r[3] for r in runs], axis=0)
-        each = " | ".join(f"{a:.3f} ({n:.2f})" for a, n in zip(accuracy, normal))
-        print(f"| {variant.name} | {statistics.mean(r[0] for r in runs):.3f} | {statistics.mean(r[1] for r in runs):.3f} | {accuracy.mean():.3f} | {each} |", flush=True)
+        print(row(variant.name, [scores(train, x, test, x_test, prior, names.index("Normal"), len(names), seed) for seed in seeds]), flush=True)
 
 
 if __name__ == "__main__":

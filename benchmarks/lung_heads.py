@@ -116,6 +116,28 @@ def evidence_on_lungs(features, masks, prior, kernel, bias, size) -> float:
     return statistics.mean(shares)
 
 
+def cached_block4(config, net, roots, names, weights):
+    """Each split's films and their block4_pool features, through cxr-train's feature cache."""
+    from cxr.runtime.imaging import load_image
+    from cxr.train.inputs import fill, listed, on_batch, open_stores, store_specs
+
+    front = net.segment(None, EARLIER)
+    read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
+    with open_stores(store_specs(config, net.model, weights, [EARLIER]), keep=True) as (store,):
+        splits = []
+        for split in ("train", "test"):
+            examples, _ = fill([store], [lambda images: on_batch(front, images.astype(np.float32))[0]], listed(roots, split, names), read, False, f"Features ({split})")
+            splits.append((examples, np.asarray(store.array()[store.rows_of(examples.digests)], np.float32)))
+    return splits
+
+
+def block5_of(back, block4: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """The frozen block5's output on block4 features times ``prior`` (each of their cells)."""
+    from cxr.train.inputs import on_batch
+
+    return np.concatenate([on_batch(back, block4[i : i + 64] * prior[np.newaxis, :, :, np.newaxis])[0] for i in range(0, len(block4), 64)])
+
+
 def main(
     weights: str = typer.Option(..., envvar="CXR_VGG16_WEIGHTS", help="VGG16 no-top .h5"),
     seeds: list[int] = typer.Option([0, 1, 2], help="Seeds (repeat)."),
@@ -124,9 +146,8 @@ def main(
 ) -> None:
     from cxr.core.datasets import model_classes, scan_roots, stratified_split
     from cxr.core.masks import mask_for
-    from cxr.runtime.imaging import load_image
     from cxr.train.config import TrainConfig
-    from cxr.train.inputs import fill, listed, open_stores, on_batch, sample_weights, store_specs
+    from cxr.train.inputs import sample_weights
     from cxr.train.lung_prior import cells_on_lungs
     from cxr.train.model import FEATURES, build_model
 
@@ -135,19 +156,8 @@ def main(
     names = model_classes(roots)
     config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=class_map)
     net = build_model(len(names), config.image_size, weights, config.model_recipe)
-    front, back = net.segment(None, EARLIER), net.segment(EARLIER, FEATURES)
-    read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
-    with open_stores(store_specs(config, net.model, weights, [EARLIER]), keep=True) as (store,):
-        splits = {}
-        for split in ("train", "test"):
-            examples, _ = fill([store], [lambda images: on_batch(front, images.astype(np.float32))[0]], listed(roots, split, names), read, False, f"Features ({split})")
-            splits[split] = (examples, np.asarray(store.array()[store.rows_of(examples.digests)], np.float32))
-    (train, x4), (test, x4_test) = splits["train"], splits["test"]
-
-    def block5(block4: np.ndarray, prior: np.ndarray) -> np.ndarray:
-        """The frozen block5's output on block4 features times ``prior`` (each of their cells)."""
-        return np.concatenate([on_batch(back, block4[i : i + 64] * prior[np.newaxis, :, :, np.newaxis])[0] for i in range(0, len(block4), 64)])
-
+    (train, x4), (test, x4_test) = cached_block4(config, net, roots, names, weights)
+    block5 = functools.partial(block5_of, net.segment(EARLIER, FEATURES))
     plain = np.ones(EARLIER_GRID, np.float32)
     x_plain, x_test_plain = block5(x4, plain), block5(x4_test, plain)
     masks = [mask_for(path) for path in train.paths]
