@@ -28,7 +28,7 @@ from PIL import Image, ImageDraw, ImageFont
 os.environ.setdefault("CXR_QUIET", "1")
 
 from lung_crop import features, header, prior_as_cut, row, scores  # noqa: E402
-from lung_heads import COLLECTIONS, EARLIER, EARLIER_GRID, GRID, SHARED, block5_of, cached_block4  # noqa: E402
+from lung_heads import EARLIER, EARLIER_GRID, GRID, block5_of, cached_block4, four_collections  # noqa: E402
 
 LEAST_KEPT = 0.75  # of each side
 MARKERS = "LRAP"
@@ -54,15 +54,9 @@ def main(
     weights: str = typer.Option(..., envvar="CXR_VGG16_WEIGHTS", help="VGG16 no-top .h5"),
     seeds: list[int] = typer.Option([0, 1, 2], help="Seeds (repeat)."),
 ) -> None:
-    from cxr.core.datasets import model_classes, scan_roots
-    from cxr.train.config import TrainConfig
-    from cxr.train.model import FEATURES, build_model
+    from cxr.train.model import FEATURES
 
-    class_map = (("Bacterial Pneumonia", "Viral Pneumonia"), ("Tuberculosis", ""))
-    roots = scan_roots([SHARED / name for name in COLLECTIONS], (), class_map)
-    names = model_classes(roots)
-    config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=class_map)
-    net = build_model(len(names), config.image_size, weights, config.model_recipe)
+    roots, names, config, net = four_collections(weights)
     (train, x4), (test, x4_test) = cached_block4(config, net, roots, names, weights)
     block5 = functools.partial(block5_of, net.segment(EARLIER, FEATURES))
     plain = np.ones(EARLIER_GRID, np.float32)

@@ -35,7 +35,7 @@ from scipy import ndimage
 
 os.environ.setdefault("CXR_QUIET", "1")
 
-from lung_heads import COLLECTIONS, GRID, SHARED, fit, predicted  # noqa: E402
+from lung_heads import COLLECTIONS, GRID, SHARED, fit, four_collections, predicted  # noqa: E402
 
 SIZE = 128  # the U-Net's input side
 MARGIN = 0.08  # of the lung box's width and height, added on each side
@@ -255,22 +255,18 @@ def main(
     seeds: list[int] = typer.Option([0, 1, 2], help="Seeds (repeat)."),
     epochs: int = typer.Option(30, help="The U-Net's epochs."),
 ) -> None:
-    from cxr.core.datasets import model_classes, scan_roots
-    from cxr.train.config import TrainConfig
+    from cxr.core.datasets import scan_roots
     from cxr.train.inputs import listed
-    from cxr.train.model import FEATURES, build_model
+    from cxr.train.model import FEATURES
 
-    class_map = (("Bacterial Pneumonia", "Viral Pneumonia"), ("Tuberculosis", ""))
-    roots = scan_roots([SHARED / name for name in COLLECTIONS], (), class_map)
-    names = model_classes(roots)
-    config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=class_map)
+    roots, names, config, net = four_collections(weights)
     train, test = listed(roots, "train", names), listed(roots, "test", names)
     started = time.monotonic()
     # The U-Net learns from every film with a mask, Tuberculosis films too: where the lungs lie has no class.
     every = scan_roots([SHARED / name for name in COLLECTIONS])
     segmenter, dice = train_segmenter(*([path for data in every for paths in getattr(data, split).values() for path in paths] for split in ("train", "test")), epochs)
     print(f"U-Net: Dice {dice:.3f} on the NLM test masks after {epochs} epochs ({time.monotonic() - started:.0f} s).\n")
-    backbone = build_model(len(names), config.image_size, weights, config.model_recipe).segment(None, FEATURES)
+    backbone = net.segment(None, FEATURES)
     cuts = {}
     for crop in dict.fromkeys(v.crop for v in VARIANTS):
         cutter = functools.partial(lung_cuts, segmenter, crop)

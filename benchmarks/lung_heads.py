@@ -116,6 +116,21 @@ def evidence_on_lungs(features, masks, prior, kernel, bias, size) -> float:
     return statistics.mean(shares)
 
 
+def four_collections(weights: str, bacterial: str = "Viral Pneumonia"):
+    """The four shared collections as the README's first command reads them (bacterial films as
+    ``bacterial``, "" leaving them out; tuberculosis left out), the model's classes, the default
+    config and the untrained transfer model."""
+    from cxr.core.datasets import model_classes, scan_roots
+    from cxr.train.config import TrainConfig
+    from cxr.train.model import build_model
+
+    class_map = (("Bacterial Pneumonia", bacterial), ("Tuberculosis", ""))
+    roots = scan_roots([SHARED / name for name in COLLECTIONS], (), class_map)
+    names = model_classes(roots)
+    config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=class_map)
+    return roots, names, config, build_model(len(names), config.image_size, weights, config.model_recipe)
+
+
 def cached_block4(config, net, roots, names, weights):
     """Each split's films and their block4_pool features, through cxr-train's feature cache."""
     from cxr.runtime.imaging import load_image
@@ -144,18 +159,13 @@ def main(
     bacterial: str = typer.Option("Viral Pneumonia", help="The class bacterial films count as; \"\" leaves them out."),
     only: list[str] = typer.Option([], "--variant", help="Only the variants whose names start so (repeat); default: all."),
 ) -> None:
-    from cxr.core.datasets import model_classes, scan_roots, stratified_split
+    from cxr.core.datasets import stratified_split
     from cxr.core.masks import mask_for
-    from cxr.train.config import TrainConfig
     from cxr.train.inputs import sample_weights
     from cxr.train.lung_prior import cells_on_lungs
-    from cxr.train.model import FEATURES, build_model
+    from cxr.train.model import FEATURES
 
-    class_map = (("Bacterial Pneumonia", bacterial), ("Tuberculosis", ""))
-    roots = scan_roots([SHARED / name for name in COLLECTIONS], (), class_map)
-    names = model_classes(roots)
-    config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=class_map)
-    net = build_model(len(names), config.image_size, weights, config.model_recipe)
+    roots, names, config, net = four_collections(weights, bacterial)
     (train, x4), (test, x4_test) = cached_block4(config, net, roots, names, weights)
     block5 = functools.partial(block5_of, net.segment(EARLIER, FEATURES))
     plain = np.ones(EARLIER_GRID, np.float32)
