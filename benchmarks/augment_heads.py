@@ -27,12 +27,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 os.environ.setdefault("CXR_QUIET", "1")
 
-from lung_crop import features, header, prior_as_cut, row, scores  # noqa: E402
+from lung_crop import WHOLE, features, header, prior_as_cut, row, scores  # noqa: E402
 from lung_heads import EARLIER, EARLIER_GRID, GRID, block5_of, cached_block4, four_collections  # noqa: E402
 
 LEAST_KEPT = 0.75  # of each side
 MARKERS = "LRAP"
-WHOLE = (0.0, 0.0, 1.0, 1.0)
 
 
 def reframed(image: Image.Image, rng: np.random.Generator) -> Image.Image:

@@ -40,6 +40,7 @@ from lung_heads import COLLECTIONS, GRID, SHARED, fit, four_collections, predict
 SIZE = 128  # the U-Net's input side
 MARGIN = 0.08  # of the lung box's width and height, added on each side
 LEAST_LUNG = 0.03  # a film whose lungs cover less of it than this is read whole
+WHOLE = (0.0, 0.0, 1.0, 1.0)  # a box: left, top, right, bottom as shares of the film
 BATCH = 32
 
 
@@ -139,11 +140,11 @@ def lung_box(lungs: np.ndarray) -> tuple[tuple[float, float, float, float], np.n
     the pieces kept; the whole film where they cover less than LEAST_LUNG of it."""
     pieces, count = ndimage.label(lungs)
     if count == 0:
-        return (0.0, 0.0, 1.0, 1.0), lungs
+        return WHOLE, lungs
     sizes = ndimage.sum(lungs, pieces, range(1, count + 1))
     kept = np.isin(pieces, 1 + np.flatnonzero(sizes >= 0.2 * sizes.max()))  # both lungs, no specks
     if kept.mean() < LEAST_LUNG:
-        return (0.0, 0.0, 1.0, 1.0), kept
+        return WHOLE, kept
     rows, cols = np.nonzero(kept)
     top, bottom, left, right = rows.min() / SIZE, (rows.max() + 1) / SIZE, cols.min() / SIZE, (cols.max() + 1) / SIZE
     dy, dx = MARGIN * (bottom - top), MARGIN * (right - left)
@@ -156,16 +157,16 @@ def pixels(box: tuple[float, float, float, float], width: int, height: int) -> t
 
 
 def cut(image: Image.Image, lungs: np.ndarray, crop: str) -> tuple[Image.Image, tuple[float, float, float, float]]:
-    if crop == "film":
-        return image, (0.0, 0.0, 1.0, 1.0)
     box, kept = lung_box(lungs)
-    if crop == "gray" and box != (0.0, 0.0, 1.0, 1.0):
+    if crop == "gray" and box != WHOLE:
         around = Image.fromarray((ndimage.binary_dilation(kept, iterations=4) * 255).astype(np.uint8)).resize(image.size, Image.Resampling.BILINEAR)
         image = Image.composite(image, Image.new("RGB", image.size, (128, 128, 128)), around)
     return image.crop(pixels(box, *image.size)), box
 
 
 def lung_cuts(segmenter, crop: str, images: list[Image.Image]) -> list[tuple[Image.Image, tuple[float, float, float, float]]]:
+    if crop == "film":  # no U-Net needed
+        return [(image, WHOLE) for image in images]
     lungs = segmenter.predict_on_batch(segmenter_input(images))[..., 0] > 0.5
     return [cut(image, found, crop) for image, found in zip(images, lungs)]
 
@@ -205,6 +206,7 @@ def scores(train, x, test, x_test, prior, normal: int, classes: int, seed: int, 
     per held-out collection, test accuracy and Normal recall. ``copies``: features of altered copies
     of the train films (row for row), trained on beside each film a head trains on, never scored."""
     from cxr.core.datasets import stratified_split
+    from cxr.train.config import TrainConfig
     from cxr.train.inputs import sample_weights
 
     def head(rows):
@@ -221,7 +223,7 @@ def scores(train, x, test, x_test, prior, normal: int, classes: int, seed: int, 
             0.0,
         )
 
-    fitted, val = stratified_split(train.sources * classes + train.labels, 0.15, seed)
+    fitted, val = stratified_split(train.sources * classes + train.labels, TrainConfig.val_split, seed)
     right = predicted(x[val], prior, *head(fitted)) == train.labels[val]
     lowest = min(right[train.sources[val] == s].mean() for s in np.unique(train.sources[val]))
     held_val, held_test, held_normal = [], [], []
@@ -272,8 +274,8 @@ def main(
         cutter = functools.partial(lung_cuts, segmenter, crop)
         x, boxes = features(train.paths, cutter, backbone, config.image_size, config.contrast)
         cuts[crop] = (x, boxes, features(test.paths, cutter, backbone, config.image_size, config.contrast)[0])
-    whole = [(b[2] - b[0]) * (b[3] - b[1]) for b in cuts["crop"][1]]
-    print(f"The lung box keeps {statistics.median(whole):.2f} of a film (median); {np.mean(np.array(whole) == 1):.3f} of films read whole.\n")
+    kept = np.array([(right - left) * (bottom - top) for left, top, right, bottom in cuts["crop"][1]])
+    print(f"The lung box keeps {np.median(kept):.2f} of a film (median); {np.mean(kept == 1):.3f} of films read whole.\n")
 
     print(header("input"), flush=True)
     for variant in VARIANTS:
