@@ -26,7 +26,7 @@ import typer
 
 os.environ.setdefault("CXR_QUIET", "1")
 
-from cxr.train.config import TrainConfig  # noqa: E402  (no TensorFlow behind it)
+from cxr.train.config import Precision, TrainConfig  # noqa: E402  (no TensorFlow behind it)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 COLLECTIONS = ["Covid19-dataset", "Covid19-radiography-subset", "Pediatric-pneumonia-subset", "NLM-tuberculosis-subset"]
@@ -99,6 +99,7 @@ def main(
     lung_prior: bool = typer.Option(True, help="The default: the lung prior wherever some training film has a mask; --no-lung-prior: never."),
     fine_tune: int = typer.Option(TrainConfig.fine_tune, help="VGG16 blocks fine-tuned after the head (0: the head alone on frozen features)."),
     runs: list[str] = typer.Option([EVERY, *COLLECTIONS], help=f"'{EVERY}' (train on every collection) and the collections to leave out in turn (repeat)."),
+    precision: Precision = typer.Option(TrainConfig.precision, help="What training computes in (cxr-train --precision)."),
 ) -> None:
     from cxr.core.datasets import scan_roots
     from cxr.export.onnx_export import export_onnx
@@ -119,7 +120,7 @@ def main(
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder)
                 started = time.perf_counter()
-                config = TrainConfig(data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=mapped_here(trained_on), lung_prior=None if lung_prior else False, fine_tune=fine_tune)
+                config = TrainConfig(data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=mapped_here(trained_on), lung_prior=None if lung_prior else False, fine_tune=fine_tune, precision=precision)
                 result = train(config)
                 predictor = Predictor(export_onnx(result.model_path, out / "model.onnx").path)
                 tested = COLLECTIONS if run == EVERY else [run]

@@ -127,7 +127,8 @@ def four_collections(weights: str, bacterial: str = "Viral Pneumonia"):
     class_map = (("Bacterial Pneumonia", bacterial), ("Tuberculosis", ""))
     roots = scan_roots([SHARED / name for name in COLLECTIONS], (), class_map)
     names = model_classes(roots)
-    config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=class_map)
+    # float32: the features these scripts compute themselves, as their published tables were.
+    config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=class_map, precision="float32")
     return roots, names, config, build_model(len(names), config.image_size, weights, config.model_recipe)
 
 

@@ -16,6 +16,7 @@ the file predicts what the trainer measured) is asserted exactly.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -92,8 +93,12 @@ def test_real_export_parity(real_run, real_data: list[Path]) -> None:
     assert predictor.info.input.contrast == "equalize" and predictor.info.recipe["lung_prior"] is True
     right = [predictor.predict(path).label == name for path, name in labelled_test_files(real_data)]
     # Keras and onnxruntime differ by ~1e-6 in a probability: one film may flip only if its top two
-    # classes are that close, so one film of slack and no more.
-    assert sum(right) == pytest.approx(real_run.splits["test"].accuracy * len(right), abs=1.01)
+    # classes are that close, so one film of slack. Where training computed in bfloat16, the trainer
+    # read the test films through features about 0.7% off float32's: 1 film of 733 flipped at seed 0
+    # (AVX-512 BF16 EPYC), so 4 of slack there.
+    arithmetic = json.loads((real_run.model_path.parent / "config.json").read_text())["precision"]
+    slack = 1.01 if arithmetic == "float32" else 4.01
+    assert sum(right) == pytest.approx(real_run.splits["test"].accuracy * len(right), abs=slack)
 
 
 def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -> None:

@@ -12,7 +12,7 @@ from cxr.core.cli import ClassMapOption, Command, VersionOption, boundary, extra
 from cxr.core.datasets import scan_roots
 from cxr.runtime.imaging import Contrast
 
-from .config import REFERENCE_RECIPE, Balance, Distribute, Head, Preprocess, TrainConfig
+from .config import REFERENCE_RECIPE, Balance, Distribute, Precision, Head, Preprocess, TrainConfig
 
 if TYPE_CHECKING:  # the trainer imports Keras, which only the command itself waits for
     from .trainer import SplitMetrics
@@ -41,6 +41,7 @@ def main(
     strict: Annotated[bool, typer.Option(help="Treat an unreadable image as an error instead of skipping it.")] = _DEFAULTS.strict,
     fast_path: Annotated[bool, typer.Option(help="Run the frozen layers once per image, not once per epoch (same result, faster).")] = _DEFAULTS.fast_path,
     cache: Annotated[bool, typer.Option(help="Keep the frozen layers' output on disk (CXR_CACHE, default ~/.cache/cxr/features), keyed by the images' contents, weights, size and contrast, so the next run on the same images skips that pass.")] = _DEFAULTS.cache,
+    precision: Annotated[Precision, typer.Option(help="What training computes in (the frozen layers' features and the layers that train): bfloat16 (about twice as fast on CPUs with AVX-512 BF16 or AMX, emulated and slow elsewhere), float32, or auto (bfloat16 where TensorFlow runs on such a CPU). The weights and the saved model are float32 either way.")] = _DEFAULTS.precision,
     near_copies: Annotated[bool, typer.Option(help="Find validation and test images that are near-copies of a train image in any --data (16x16 mean hashes, plain and equalized): those in validation train instead, those in test are reported.")] = _DEFAULTS.near_copies,
     contrast: Annotated[Contrast, typer.Option(help="equalize: spread each resized image's gray levels evenly, in training and in the runtime alike; none: as decoded.")] = _DEFAULTS.contrast,
     preprocess: Annotated[Preprocess, typer.Option(help="In-graph input normalisation: scale (/255) or vgg (ImageNet means).")] = _DEFAULTS.preprocess,

@@ -71,6 +71,7 @@ def store_specs(config: TrainConfig, model: keras.Model, weights: str | None, la
         **common,
         weights=source,
         preprocess=config.preprocess,
+        precision=config.precision,
         keras=keras.__version__,
         backend=keras.config.backend(),
     )

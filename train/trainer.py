@@ -22,9 +22,9 @@ from cxr.core.figures import plot_curves
 from cxr.core.files import atomic_paths, dump_json
 from cxr.runtime.imaging import load_image
 
-from . import copies, lung_prior, ood
+from . import copies, lung_prior, ood, precision
 from .calibration import fit_temperature, fold_temperature
-from .config import TrainConfig
+from .config import Precision, TrainConfig
 from .distribute import strategy_scope, writes_results
 from .inputs import Batches, Examples, Step, fill, listed, on_batch, open_stores, predict, sample_weights, store_specs
 from .model import LUNG_PRIOR, PROBABILITIES, TransferModel, build_model, cut_layer
@@ -142,6 +142,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     masks = lung_prior.masks_of(roots) if config.lung_prior is not False else []
     if config.lung_prior is None:  # by default, wherever there are masks to measure it on
         config = replace(config, lung_prior=bool(masks))
+    config = replace(config, precision=precision.resolve(config.precision))
 
     with strategy_scope(config.distribute) as replicas:
         keras.utils.set_random_seed(config.seed)
@@ -171,9 +172,9 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
                     history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
                 net.freeze_all_but_last_blocks(stage.trainable_blocks)
                 cut = cut_layer(stage.trainable_blocks) if cached else None
-                model = net.segment(cut, None)
-                for key, values in _fit(model, arrays[cut], rows[cut], splits, stage, config, len(class_names)).items():
-                    history.setdefault(key, []).extend(values)
+                with precision.training_in(net.segment(cut, None), config.precision) as model:
+                    for key, values in _fit(model, arrays[cut], rows[cut], splits, stage, config, len(class_names)).items():
+                        history.setdefault(key, []).extend(values)
             fit_seconds = time.perf_counter() - t0
 
             inputs, tensors = net.tensors(cut)
@@ -242,7 +243,7 @@ def _fill_stores(
     The first layer's rows are computed from the images and later ones from them, so no image goes
     through the early blocks twice."""
     read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
-    steps = [_step(net, before, layer) for before, layer in zip([None, *layers], layers)]
+    steps = [_step(net, before, layer, config.precision) for before, layer in zip([None, *layers], layers)]
     readable, skipped = {}, []
     for split in ("train", "test"):
         examples, failed = fill(stores, steps, listed(roots, split, class_names), read, config.strict, f"Features ({split})")
@@ -308,11 +309,11 @@ def _fit_trust(
     return Trust(temperature, gaussians, ood.threshold(scores[fitted_on], held.sources), fitted_on)
 
 
-def _step(net: TransferModel, before: str | None, layer: str | None) -> Step:
+def _step(net: TransferModel, before: str | None, layer: str | None, arithmetic: Precision) -> Step:
     """How a store's rows follow from the previous store's (or from the images)."""
     if layer is None:
         return lambda images: images
-    segment = net.segment(before, layer)
+    segment = precision.computing_in(net.segment(before, layer), arithmetic)
     return lambda values: on_batch(segment, values.astype(np.float32))[0]
 
 

@@ -1,0 +1,96 @@
+"""bfloat16 training: what --precision changes (the cached features, the arithmetic of the layers
+that train) and what it must not (the weights and the saved model, float32), and where ``auto``
+picks it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthetic import FAST
+
+
+def test_bfloat16_features_train_a_float32_model(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import keras
+
+    from cxr.train.config import TrainConfig
+    from cxr.train.store import RowStore, StoreSpec
+    from cxr.train.trainer import train
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("CXR_CACHE", str(cache))
+    options = {**FAST, "fine_tune": 1, "fine_tune_epochs": 2}
+    runs = {p: train(TrainConfig(data=dataset, out=tmp_path / p, precision=p, **options)) for p in ("float32", "bfloat16")}
+    for name, run in runs.items():
+        assert json.loads((run.model_path.parent / "config.json").read_text())["precision"] == name
+        model = keras.saving.load_model(run.model_path)
+        assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+        assert run.splits["test"].accuracy >= 0.9
+
+    # One store per layer and precision: bfloat16 rows never stand in for float32 ones.
+    folders = sorted((cache / "features").glob("block4_pool-*"))
+    assert len(folders) == 2
+    stores = {}
+    for folder in folders:
+        written = json.loads((folder / "spec.json").read_text())
+        spec = StoreSpec(written["layer"], tuple(written["shape"]), written["dtype"], tuple(map(tuple, written["made_by"])))
+        store = stores[dict(spec.made_by)["precision"]] = RowStore(cache / "features", spec)
+        assert store.folder == folder
+    digests = sorted(stores["float32"].rows)
+    exact, rounded = (np.asarray(stores[p].array()[stores[p].rows_of(digests)]) for p in ("float32", "bfloat16"))
+    error = np.linalg.norm(rounded - exact) / np.linalg.norm(exact)
+    assert 1e-4 < error < 0.03  # computed in bfloat16 (8 significant bits): close, not equal
+
+
+def test_a_bfloat16_copy_trains_and_its_weights_come_back() -> None:
+    import keras
+
+    from cxr.train.config import ModelRecipe
+    from cxr.train.model import PROBABILITIES, build_model
+    from cxr.train.precision import training_in
+
+    net = build_model(3, 32, None, ModelRecipe(dropout=0.5))
+    net.freeze_all_but_last_blocks(1)
+    model = net.segment("block4_pool", None)
+    before = [w.copy() for w in model.get_weights()]
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 3, (16, 2, 2, 512)).astype(np.float32), keras.utils.to_categorical(rng.integers(0, 3, 16), 3)
+    with training_in(model, "bfloat16") as copy:
+        assert copy is not model
+        policies = {layer.name: layer.dtype_policy.name for layer in copy.layers[1:]}
+        assert policies.pop(PROBABILITIES) == "float32" and set(policies.values()) == {"mixed_bfloat16"}
+        assert [layer.trainable for layer in copy.layers] == [layer.trainable for layer in model.layers]
+        copy.compile(keras.optimizers.Adam(1e-2), "categorical_crossentropy")
+        copy.fit(x, y, epochs=2, verbose=0)
+        trained = copy.get_weights()
+    after = model.get_weights()
+    assert all(np.array_equal(a, t) for a, t in zip(after, trained))  # every weight came back, in float32
+    assert {a.dtype for a in after} == {np.dtype(np.float32)}
+    frozen = [not layer.trainable for layer in model.layers for _ in layer.weights]
+    assert all(np.array_equal(a, b) == still for a, b, still in zip(after, before, frozen))  # only what trains moved
+    with training_in(model, "float32") as same:
+        assert same is model
+
+
+@pytest.mark.parametrize(
+    "asked, flags, expected",
+    [
+        ("auto", "fpu avx2 avx512f avx512_bf16", "bfloat16"),
+        ("auto", "fpu avx2 amx_bf16 amx_tile", "bfloat16"),
+        ("auto", "fpu avx2 avx512f avx512_vnni", "float32"),
+        ("auto", None, "float32"),  # no /proc/cpuinfo (not Linux)
+        ("float32", "avx512_bf16", "float32"),
+        ("bfloat16", "avx2", "bfloat16"),
+    ],
+)
+def test_auto_is_bfloat16_only_where_the_cpu_has_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: str, flags: str | None, expected: str) -> None:
+    from cxr.train import precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    if flags is not None:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(precision, "CPU_INFO", cpuinfo)
+    assert precision.resolve(asked) == expected
