@@ -25,6 +25,7 @@ def test_bfloat16_features_train_a_float32_model(dataset: Path, tmp_path: Path, 
     options = {**FAST, "fine_tune": 1, "fine_tune_epochs": 2}
     runs = {p: train(TrainConfig(data=dataset, out=tmp_path / p, precision=p, **options)) for p in ("float32", "bfloat16")}
     for name, run in runs.items():
+        assert run.precision == name
         assert json.loads((run.model_path.parent / "config.json").read_text())["precision"] == name
         model = keras.saving.load_model(run.model_path)
         assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
@@ -94,3 +95,26 @@ def test_auto_is_bfloat16_only_where_the_cpu_has_it(tmp_path: Path, monkeypatch:
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
     monkeypatch.setattr(precision, "CPU_INFO", cpuinfo)
     assert precision.resolve(asked) == expected
+
+
+@pytest.mark.parametrize("asked", ["bfloat16", "float32"])
+def test_cxr_train_says_when_it_computed_in_bfloat16(dataset: Path, tmp_path: Path, asked: str) -> None:
+    from typer.testing import CliRunner
+
+    from cxr.train.cli import app
+
+    args = ["--data", str(dataset), "--out", str(tmp_path), "--weights", "none", "--image-size", "32", "--epochs", "1", "--reference", "--no-near-copies"]
+    done = CliRunner().invoke(app, [*args, "--precision", asked])
+    assert done.exit_code == 0, done.output
+    assert ("computed in bfloat16" in done.stdout) == (asked == "bfloat16")
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == asked
+
+
+def test_an_unknown_precision_is_refused(dataset: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cxr.train.cli import app
+
+    done = CliRunner().invoke(app, ["--data", str(dataset), "--out", str(tmp_path), "--precision", "float16"])
+    assert done.exit_code == 2 and "float16" in done.output
+    assert not (tmp_path / "model.keras").exists()

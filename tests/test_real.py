@@ -16,7 +16,6 @@ the file predicts what the trainer measured) is asserted exactly.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -96,8 +95,7 @@ def test_real_export_parity(real_run, real_data: list[Path]) -> None:
     # classes are that close, so one film of slack. Where training computed in bfloat16, the trainer
     # read the test films through features about 0.7% off float32's: 1 film of 733 flipped at seed 0
     # (AVX-512 BF16 EPYC), so 4 of slack there.
-    arithmetic = json.loads((real_run.model_path.parent / "config.json").read_text())["precision"]
-    slack = 1.01 if arithmetic == "float32" else 4.01
+    slack = 1.01 if real_run.precision == "float32" else 4.01
     assert sum(right) == pytest.approx(real_run.splits["test"].accuracy * len(right), abs=slack)
 
 

@@ -82,6 +82,8 @@ def main(
                     typer.echo(_split_line(name, split, f"{split.count} images of {source}"))
     if result.lung_prior:
         typer.echo(f"lung prior measured on {result.lung_prior.films} training films' lung masks")
+    if result.precision == "bfloat16":
+        typer.echo("computed in bfloat16, which this CPU does natively (--precision float32 to compare); the saved model is float32")
     if result.replicas > 1:
         typer.echo(f"trained on {result.replicas} replicas in sync (--distribute {options['distribute']})")
     if result.cached:

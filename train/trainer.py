@@ -112,6 +112,7 @@ class TrainResult:
     val_near_copies: list[NearCopy] = field(default_factory=list)
     test_near_copies: list[NearCopy] = field(default_factory=list)
     lung_prior: LungPriorFit | None = None  # when the model has one
+    precision: Precision = "float32"  # what training computed in (the model is float32 either way)
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         val_near_copies=filled.val_near_copies,
         test_near_copies=filled.test_near_copies,
         lung_prior=prior,
+        precision=config.precision,
     )
     if writes_results(config.distribute):
         _write_run_record(config, net.model, result, history)
