@@ -41,7 +41,7 @@ def main(
     strict: Annotated[bool, typer.Option(help="Treat an unreadable image as an error instead of skipping it.")] = _DEFAULTS.strict,
     fast_path: Annotated[bool, typer.Option(help="Run the frozen layers once per image, not once per epoch (same result, faster).")] = _DEFAULTS.fast_path,
     cache: Annotated[bool, typer.Option(help="Keep the frozen layers' output on disk (CXR_CACHE, default ~/.cache/cxr/features), keyed by the images' contents, weights, size and contrast, so the next run on the same images skips that pass.")] = _DEFAULTS.cache,
-    precision: Annotated[Precision, typer.Option(help="What training computes in (the frozen layers' features and the layers that train): bfloat16 (about twice as fast on CPUs with AVX-512 BF16 or AMX, emulated and slow elsewhere), float32, or auto (bfloat16 where TensorFlow runs on such a CPU). The weights and the saved model are float32 either way.")] = _DEFAULTS.precision,
+    precision: Annotated[Precision, typer.Option(help="What the frozen layers' features are computed in: bfloat16 (twice as fast on CPUs with AVX-512 BF16 or AMX, emulated and slow elsewhere), float32, or auto (bfloat16 where TensorFlow runs on such a CPU). The layers that train and the saved model are float32 either way.")] = _DEFAULTS.precision,
     near_copies: Annotated[bool, typer.Option(help="Find validation and test images that are near-copies of a train image in any --data (16x16 mean hashes, plain and equalized): those in validation train instead, those in test are reported.")] = _DEFAULTS.near_copies,
     contrast: Annotated[Contrast, typer.Option(help="equalize: spread each resized image's gray levels evenly, in training and in the runtime alike; none: as decoded.")] = _DEFAULTS.contrast,
     preprocess: Annotated[Preprocess, typer.Option(help="In-graph input normalisation: scale (/255) or vgg (ImageNet means).")] = _DEFAULTS.preprocess,
@@ -83,7 +83,7 @@ def main(
     if result.lung_prior:
         typer.echo(f"lung prior measured on {result.lung_prior.films} training films' lung masks")
     if result.precision == "bfloat16":
-        typer.echo("computed in bfloat16, which this CPU does natively (--precision float32 to compare); the saved model is float32")
+        typer.echo("frozen layers' features computed in bfloat16, which this CPU does natively (--precision float32 to compare); the model is float32")
     if result.replicas > 1:
         typer.echo(f"trained on {result.replicas} replicas in sync (--distribute {options['distribute']})")
     if result.cached:

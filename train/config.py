@@ -20,8 +20,8 @@ Balance = Literal["none", "class", "source-class"]
 # How many devices train (train/distribute.py): none: one; mirrored: every local GPU (or logical
 # device); multi-worker: every GPU of every machine that TF_CONFIG names.
 Distribute = Literal["none", "mirrored", "multi-worker"]
-# What training computes in (train/precision.py): auto is bfloat16 where the CPU has it natively,
-# float32 elsewhere; the weights, the saved model and its export are float32 either way.
+# What the frozen layers' features are computed in (train/precision.py): auto is bfloat16 where the
+# CPU has it natively, float32 elsewhere; the layers that train and the saved model are float32.
 Precision = Literal["auto", "float32", "bfloat16"]
 PREPROCESSES: tuple[str, ...] = get_args(Preprocess)
 HEADS: tuple[str, ...] = get_args(Head)
@@ -62,8 +62,8 @@ class TrainConfig:
     # Keep the frozen front's output (or the decoded images) on disk, keyed by what made it, so the
     # next run on the same images skips that pass; False computes it into a temporary folder.
     cache: bool = True
-    # bfloat16 about halves a run on CPUs with AVX-512 BF16 or AMX, and the exported float32 model's
-    # accuracy holds (docs/RESULTS.md, "bfloat16 training").
+    # bfloat16 halves the frozen pass on CPUs with AVX-512 BF16 or AMX, and the exported float32
+    # model's accuracy holds; fine-tuning in bfloat16 too cost it (docs/RESULTS.md, "bfloat16 features").
     precision: Precision = "auto"
     # Find validation and test images that copy a training image (train/copies.py): the first train
     # instead, the second are reported. Off only for data whose distinct images look alike at 16x16.

@@ -1,22 +1,19 @@
-"""The arithmetic of training's own passes: bfloat16 where the CPU computes it natively.
+"""The precision of the frozen layers' features: bfloat16 where the CPU computes it natively.
 
-On CPUs with AVX-512 BF16 or AMX, oneDNN runs VGG16's convolutions in bfloat16 about twice as fast
-as in float32 (docs/RESULTS.md, "bfloat16 training"): both the frozen layers' pass over every
-image and the fine-tuning epochs, which together are nearly all of a run. Only the arithmetic
-changes: the weights are kept and updated in float32 (Keras' mixed_bfloat16 policy), and the saved
-model, its ONNX export and the runtime compute in float32.
+A run's first pass takes the frozen VGG16 blocks over every film, once. On CPUs with AVX-512 BF16
+or AMX, oneDNN runs those convolutions in bfloat16 twice as fast as in float32, and the features come
+out about 1% (relative) off float32's (docs/RESULTS.md, "bfloat16 features"). Only that pass changes:
+the layers that train are fitted in float32 (in bfloat16 they cost the exported model's accuracy),
+and the saved model, its ONNX export and the runtime are float32.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import keras
 
 from .config import Precision
-from .model import PROBABILITIES
 
 # /proc/cpuinfo flags of CPUs whose bfloat16 arithmetic oneDNN uses (elsewhere it is emulated, slower).
 NATIVE_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -46,25 +43,14 @@ def resolve(precision: Precision) -> Precision:
 
 
 def computing_in(model: keras.Model, precision: Precision) -> keras.Model:
-    """``model`` itself for float32; for bfloat16 a copy with its weights (and which of them train)
-    computing under mixed_bfloat16, except the softmax layer: the loss reads its probabilities, and
-    bfloat16 rounds a probability near 1 to 1 (keras.io's mixed-precision guide does the same)."""
+    """``model`` itself for float32; for bfloat16 a copy with its weights, computing under Keras'
+    mixed_bfloat16 policy (weights kept in float32, each layer's arithmetic in bfloat16)."""
     if precision == "float32":
         return model
 
     def in_bfloat16(layer: keras.layers.Layer) -> keras.layers.Layer:
-        policy = "float32" if layer.name == PROBABILITIES else "mixed_bfloat16"
-        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "mixed_bfloat16"})
 
     copy = keras.models.clone_model(model, clone_function=in_bfloat16)
     copy.set_weights(model.get_weights())
     return copy
-
-
-@contextlib.contextmanager
-def training_in(model: keras.Model, precision: Precision) -> Iterator[keras.Model]:
-    """The model to fit: ``model``, or a bfloat16 copy whose weights go back into ``model`` after."""
-    copy = computing_in(model, precision)
-    yield copy
-    if copy is not model:
-        model.set_weights(copy.get_weights())

@@ -112,7 +112,7 @@ class TrainResult:
     val_near_copies: list[NearCopy] = field(default_factory=list)
     test_near_copies: list[NearCopy] = field(default_factory=list)
     lung_prior: LungPriorFit | None = None  # when the model has one
-    precision: Precision = "float32"  # what training computed in (the model is float32 either way)
+    precision: Precision = "float32"  # what the frozen layers' features were computed in
 
 
 @dataclass(frozen=True)
@@ -173,9 +173,9 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
                     history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
                 net.freeze_all_but_last_blocks(stage.trainable_blocks)
                 cut = cut_layer(stage.trainable_blocks) if cached else None
-                with precision.training_in(net.segment(cut, None), config.precision) as model:
-                    for key, values in _fit(model, arrays[cut], rows[cut], splits, stage, config, len(class_names)).items():
-                        history.setdefault(key, []).extend(values)
+                model = net.segment(cut, None)
+                for key, values in _fit(model, arrays[cut], rows[cut], splits, stage, config, len(class_names)).items():
+                    history.setdefault(key, []).extend(values)
             fit_seconds = time.perf_counter() - t0
 
             inputs, tensors = net.tensors(cut)
