@@ -99,7 +99,7 @@ def main(
     lung_prior: bool = typer.Option(True, help="The default: the lung prior wherever some training film has a mask; --no-lung-prior: never."),
     fine_tune: int = typer.Option(TrainConfig.fine_tune, help="VGG16 blocks fine-tuned after the head (0: the head alone on frozen features)."),
     runs: list[str] = typer.Option([EVERY, *COLLECTIONS], help=f"'{EVERY}' (train on every collection) and the collections to leave out in turn (repeat)."),
-    precision: Precision = typer.Option(TrainConfig.precision, help="What training computes in (cxr-train --precision)."),
+    precision: Precision = typer.Option(TrainConfig.precision, help="What the frozen layers' features are computed in (cxr-train --precision)."),
 ) -> None:
     from cxr.core.datasets import scan_roots
     from cxr.export.onnx_export import export_onnx

@@ -45,6 +45,14 @@ def test_bfloat16_features_train_a_float32_model(dataset: Path, tmp_path: Path, 
     assert 1e-4 < error < 0.03  # computed in bfloat16 (8 significant bits): close, not equal
 
 
+def test_a_run_that_reads_images_has_no_frozen_pass_to_compute_in_bfloat16(dataset: Path, tmp_path: Path) -> None:
+    from cxr.train.config import TrainConfig
+    from cxr.train.trainer import train
+
+    plain = train(TrainConfig(data=dataset, out=tmp_path, precision="bfloat16", fast_path=False, **{**FAST, "epochs": 1}))
+    assert plain.precision == "float32"
+
+
 @pytest.mark.parametrize(
     "asked, flags, expected",
     [

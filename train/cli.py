@@ -12,7 +12,7 @@ from cxr.core.cli import ClassMapOption, Command, VersionOption, boundary, extra
 from cxr.core.datasets import scan_roots
 from cxr.runtime.imaging import Contrast
 
-from .config import REFERENCE_RECIPE, Balance, Distribute, Precision, Head, Preprocess, TrainConfig
+from .config import REFERENCE_RECIPE, Balance, Distribute, Head, Precision, Preprocess, TrainConfig
 
 if TYPE_CHECKING:  # the trainer imports Keras, which only the command itself waits for
     from .trainer import SplitMetrics

@@ -143,7 +143,6 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     masks = lung_prior.masks_of(roots) if config.lung_prior is not False else []
     if config.lung_prior is None:  # by default, wherever there are masks to measure it on
         config = replace(config, lung_prior=bool(masks))
-    config = replace(config, precision=precision.resolve(config.precision))
 
     with strategy_scope(config.distribute) as replicas:
         keras.utils.set_random_seed(config.seed)
@@ -155,6 +154,8 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
         # the stages read decoded images (layer None) instead of features.
         cached = config.fast_path and not config.augment
+        # Only the cached frozen pass may run in bfloat16; a run that reads images trains in float32.
+        config = replace(config, precision=precision.resolve(config.precision) if cached else "float32")
         layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages}) if cached else [None]
 
         t0 = time.perf_counter()
