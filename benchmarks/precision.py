@@ -5,8 +5,9 @@
 The frozen pass (images -> block4_pool, what cxr-train runs once per film, in bfloat16 where the
 CPU has it: train/precision.py) and one fine-tuning epoch (block5 and the head, trained on those
 features; cxr-train keeps this in float32, since in bfloat16 it cost the exported model's accuracy),
-the two precisions interleaved round by round so that the machine's drift falls on both alike. Prints a Markdown table: median films per second of each and the ratio, and
-how far the bfloat16 features lie from float32's. Whether the exported model's accuracy holds is
+the two precisions interleaved round by round so that the machine's drift falls on both alike.
+Prints a Markdown table: median films per second of each and the ratio, and how far the bfloat16
+features lie from float32's. Whether the exported model's accuracy holds is
 measured by ``generalization.py --runs all --precision float32|bfloat16`` (the runtime reads the
 exported float32 file).
 """
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main(
@@ -51,7 +52,6 @@ def main(
     def frozen_pass(p: str) -> None:
         fronts[p].predict(images, batch_size=config.batch_size, verbose=0)
 
-    rows = []
     trainees = {p: computing_in(net.segment(cut, None), p) for p in precisions}  # built and compiled once, as in a run
     for model in trainees.values():
         model.compile(keras.optimizers.Adam(config.fine_tune_learning_rate), "categorical_crossentropy")
@@ -59,6 +59,7 @@ def main(
     def fine_tuning_epoch(p: str) -> None:
         trainees[p].fit(features["float32"], labels, batch_size=config.batch_size, epochs=1, verbose=0)
 
+    rows = []
     for name, work in (("frozen pass (images -> block4_pool)", frozen_pass), ("fine-tuning epoch (block5 and head; not taken)", fine_tuning_epoch)):
         for p in precisions:  # warm-up: the first call builds the graph
             work(p)
