@@ -72,6 +72,54 @@ def test_balance_weights_make_each_class_or_source_class_count_equally() -> None
     assert by_group[0] == pytest.approx(8 / 6 / 3)  # Covid of source 0: three images share a group's weight
 
 
+def test_a_balanced_draw_takes_as_many_from_each_group_and_a_new_one_each_epoch() -> None:
+    from cxr.train.inputs import Batches, balanced_draw
+
+    groups = np.array([0] * 3 + [1] * 40 + [2] * 10)
+    drawn = balanced_draw(groups, 30, np.random.default_rng(0))
+    assert np.bincount(groups[drawn]).tolist() == [10, 10, 10]
+    assert set(drawn[groups[drawn] == 0]) == {0, 1, 2}  # a small group gives every image, then repeats
+    assert len(set(drawn[groups[drawn] == 1])) == 10  # a large one gives distinct images
+    assert np.array_equal(drawn, balanced_draw(groups, 30, np.random.default_rng(0)))
+    assert np.bincount(groups[balanced_draw(groups, 31, np.random.default_rng(0))]).tolist() == [11, 11, 11]
+
+    batches = Batches(np.arange(53.0)[:, None], np.arange(53), np.zeros((53, 3)), np.ones(53), 8, seed=0, groups=groups, per_epoch=30)
+    assert len(batches) == 4  # 30 images in batches of 8
+    first = np.concatenate([batches[i][0][:, 0] for i in range(len(batches))])
+    batches.on_epoch_end()
+    second = np.concatenate([batches[i][0][:, 0] for i in range(len(batches))])
+    assert len(first) == len(second) == 30 and not np.array_equal(first, second)
+
+
+def test_fine_tuning_on_a_balanced_sample_of_each_epoch(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    import logging
+
+    import keras
+
+    from cxr.train import inputs
+    from cxr.train.trainer import train
+
+    draws, draw = [], inputs.balanced_draw
+
+    def recorded(groups: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+        drawn = draw(groups, size, rng)
+        draws.append(np.bincount(groups[drawn]).tolist())
+        return drawn
+
+    monkeypatch.setattr(inputs, "balanced_draw", recorded)
+    options = {**FAST, "fine_tune": 1, "fine_tune_epochs": 2, "fine_tune_sample": 12, "balance": "class"}
+    with caplog.at_level(logging.INFO, logger="cxr.train.trainer"):
+        result = train(TrainConfig(data=dataset, out=tmp_path, **options))
+    # A new draw for each epoch (Keras may ask for one more at the end), 4 images of each of the 3 classes.
+    assert len(draws) >= 2 and all(counts == [4, 4, 4] for counts in draws)
+    assert "2 epochs of 12 images drawn balanced" in caplog.text
+    assert json.loads((tmp_path / "config.json").read_text())["fine_tune_sample"] == 12
+    trained = keras.saving.load_model(result.model_path, safe_mode=True)
+    before = fresh({}).model.get_layer("block5_conv3").get_weights()[0]
+    assert not np.array_equal(before, trained.get_layer("block5_conv3").get_weights()[0])
+    assert result.splits["test"].accuracy >= 0.9
+
+
 def test_every_option_together_trains_and_exports_with_parity(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Augmentation layers, GAP, dropout: inert at inference, so ONNX still matches Keras."""
     monkeypatch.setenv("CXR_CACHE", str(tmp_path / "cache"))
@@ -93,12 +141,13 @@ def test_every_option_together_trains_and_exports_with_parity(dataset: Path, tmp
     assert "ImageNet" in info.preprocessing["in_graph"] and info.recipe["augment"] is True
 
 
-def test_unknown_choice_is_a_usage_error(dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("option", [["--preprocess", "zscore"], ["--fine-tune-sample", "-1"]])
+def test_unknown_choice_is_a_usage_error(dataset: Path, tmp_path: Path, option: list[str]) -> None:
     from typer.testing import CliRunner
 
     from cxr.train.cli import app
 
-    result = CliRunner().invoke(app, ["--data", str(dataset), "--out", str(tmp_path / "o"), "--preprocess", "zscore"])
+    result = CliRunner().invoke(app, ["--data", str(dataset), "--out", str(tmp_path / "o"), *option])
     assert result.exit_code == 2 and not (tmp_path / "o").exists()
 
 

@@ -55,6 +55,7 @@ def main(
     fine_tune: Annotated[int, typer.Option(min=0, max=5, help="Then unfreeze the last N VGG16 blocks and train on (0, with --contrast none: the reference recipe).")] = _DEFAULTS.fine_tune,
     fine_tune_epochs: Annotated[int, typer.Option(min=1, help="Epochs of the fine-tuning stage.")] = _DEFAULTS.fine_tune_epochs,
     fine_tune_learning_rate: Annotated[float, typer.Option(min=0.0, help="Adam's learning rate while fine-tuning.")] = _DEFAULTS.fine_tune_learning_rate,
+    fine_tune_sample: Annotated[int, typer.Option(min=0, help="Fine-tune on this many images per epoch, drawn afresh each epoch, as many from each --balance group (faster; 0: every training image, loss-weighted).")] = _DEFAULTS.fine_tune_sample,
     distribute: Annotated[Distribute, typer.Option(help="none: one device; mirrored: every GPU of this machine (tf.distribute.MirroredStrategy); multi-worker: every GPU of the machines in TF_CONFIG. --batch-size is the global batch, split across them.")] = _DEFAULTS.distribute,
     reference: Annotated[bool, typer.Option("--reference", help="The reference report's recipe: no fine-tuning, contrast step, balancing, dropout, label smoothing or lung prior (overrides those options).")] = False,
     version: VersionOption = False,

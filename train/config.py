@@ -86,6 +86,9 @@ class TrainConfig:
     fine_tune: int = 1
     fine_tune_epochs: int = 8
     fine_tune_learning_rate: float = 3e-5
+    # Images per fine-tuning epoch, drawn afresh each epoch, as many from each --balance group (which
+    # then needs no loss weights): fine-tuning is most of a run's time. 0: every training image.
+    fine_tune_sample: int = 0
     distribute: Distribute = "none"
 
     def __post_init__(self) -> None:

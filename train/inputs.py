@@ -131,19 +131,38 @@ def fill(
     return readable_examples, skipped
 
 
-def sample_weights(examples: Examples, balance: Balance) -> np.ndarray:
-    """Per-image loss weights that make each class (``class``), or each class of each source
-    (``source-class``), count as much as the others; all 1 for ``none``. They average 1."""
+def balance_groups(examples: Examples, balance: Balance) -> np.ndarray:
+    """The group each image is balanced within: its class (``class``), its class in its source
+    (``source-class``), or one group for all (``none``)."""
     if balance == "none":
-        return np.ones(len(examples), np.float32)
-    groups = examples.labels if balance == "class" else examples.sources * (examples.labels.max() + 1) + examples.labels
-    _, group, counts = np.unique(groups, return_inverse=True, return_counts=True)
-    return (len(groups) / (len(counts) * counts[group])).astype(np.float32)
+        return np.zeros(len(examples), np.int64)
+    return examples.labels if balance == "class" else examples.sources * (examples.labels.max() + 1) + examples.labels
+
+
+def sample_weights(examples: Examples, balance: Balance) -> np.ndarray:
+    """Per-image loss weights that make every balance group count as much as the others (all 1 for
+    ``none``). They average 1."""
+    _, group, counts = np.unique(balance_groups(examples, balance), return_inverse=True, return_counts=True)
+    return (len(group) / (len(counts) * counts[group])).astype(np.float32)
+
+
+def balanced_draw(groups: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """About ``size`` indices, as many from each group (rounded up), in a random order: a group
+    smaller than its share gives all its images and then repeats some, a larger one a random part."""
+    members = [np.flatnonzero(groups == group) for group in np.unique(groups)]
+    share = -(-size // len(members))
+    drawn = [
+        np.concatenate([rng.permutation(ids)[: min(share, len(ids))], rng.choice(ids, max(0, share - len(ids)))])
+        for ids in members
+    ]
+    return rng.permutation(np.concatenate(drawn))
 
 
 class Batches(keras.utils.PyDataset):
     """Rows of a store for Keras: ``(inputs, targets, weights)`` batches, in a new order each epoch
-    when ``seed`` is given (in order otherwise). Only the batch in hand is read into memory."""
+    when ``seed`` is given (in order otherwise). With ``groups`` and ``per_epoch``, each epoch is
+    instead a new balanced draw of ``per_epoch`` rows (``balanced_draw``). Only the batch in hand is
+    read into memory."""
 
     def __init__(
         self,
@@ -153,18 +172,25 @@ class Batches(keras.utils.PyDataset):
         weights: np.ndarray,
         batch_size: int,
         seed: int | None = None,
+        groups: np.ndarray | None = None,
+        per_epoch: int = 0,
     ):
         super().__init__()
         self.array, self.rows, self.targets, self.weights = array, rows, targets, weights
         self.batch_size = batch_size
         self.rng = np.random.default_rng(seed) if seed is not None else None
+        self.groups, self.per_epoch = groups, per_epoch
         self.order = self._new_order()
 
     def _new_order(self) -> np.ndarray:
-        return self.rng.permutation(len(self.rows)) if self.rng else np.arange(len(self.rows))
+        if self.rng is None:
+            return np.arange(len(self.rows))
+        if self.per_epoch:
+            return balanced_draw(self.groups, self.per_epoch, self.rng)
+        return self.rng.permutation(len(self.rows))
 
     def __len__(self) -> int:
-        return -(-len(self.rows) // self.batch_size)
+        return -(-len(self.order) // self.batch_size)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         picked = self.order[index * self.batch_size : (index + 1) * self.batch_size]

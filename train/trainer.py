@@ -26,7 +26,7 @@ from . import copies, lung_prior, ood, precision
 from .calibration import fit_temperature, fold_temperature
 from .config import Precision, TrainConfig
 from .distribute import strategy_scope, writes_results
-from .inputs import Batches, Examples, Step, fill, listed, on_batch, open_stores, predict, sample_weights, store_specs
+from .inputs import Batches, Examples, Step, balance_groups, fill, listed, on_batch, open_stores, predict, sample_weights, store_specs
 from .model import LUNG_PRIOR, PROBABILITIES, TransferModel, build_model, cut_layer
 from .store import RowStore
 from .weights import resolve_weights
@@ -62,11 +62,13 @@ class Stage:
     trainable_blocks: int  # VGG16 blocks that train, counted from the last; the head always trains
     epochs: int
     learning_rate: float
+    per_epoch: int = 0  # images per epoch, a balanced draw (inputs.balanced_draw); 0: every image
 
     @property
     def description(self) -> str:
         what = f"fine-tuning the last {self.trainable_blocks} VGG16 block(s) and the head" if self.trainable_blocks else "training the head on the frozen VGG16 base"
-        return f"{what}, {self.epochs} epochs at learning rate {self.learning_rate:g}"
+        each = f" of {self.per_epoch} images drawn balanced" if self.per_epoch else ""
+        return f"{what}, {self.epochs} epochs{each} at learning rate {self.learning_rate:g}"
 
 
 class _EpochLog(keras.callbacks.Callback):
@@ -150,7 +152,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         prior = _set_lung_prior(net, masks, config) if config.lung_prior else None
         stages = [Stage(0, config.epochs, config.learning_rate)]
         if config.fine_tune:
-            stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate))
+            stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate, config.fine_tune_sample))
         # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
         # the stages read decoded images (layer None) instead of features.
         cached = config.fast_path and not config.augment
@@ -336,11 +338,16 @@ def _fit(
         metrics=["accuracy"],
     )
 
-    def batches(name: str, weights: np.ndarray, seed: int | None) -> Batches:
+    def batches(name: str, weights: np.ndarray, seed: int | None, groups: np.ndarray | None = None, per_epoch: int = 0) -> Batches:
         targets = keras.utils.to_categorical(splits[name].labels, num_classes)
-        return Batches(array, rows[name], targets, weights, config.batch_size, seed)
+        return Batches(array, rows[name], targets, weights, config.batch_size, seed, groups, per_epoch)
 
-    training = batches("train", sample_weights(splits["train"], config.balance), config.seed)
+    fitted_on = splits["train"]
+    if stage.per_epoch:  # a balanced draw each epoch needs no loss weights
+        groups = balance_groups(fitted_on, config.balance)
+        training = batches("train", np.ones(len(fitted_on), np.float32), config.seed, groups, stage.per_epoch)
+    else:
+        training = batches("train", sample_weights(fitted_on, config.balance), config.seed)
     validation = batches("val", np.ones(len(splits["val"]), np.float32), None) if "val" in splits else None
     callbacks = []
     if config.early_stopping and validation:
