@@ -342,12 +342,12 @@ def _fit(
         targets = keras.utils.to_categorical(splits[name].labels, num_classes)
         return Batches(array, rows[name], targets, weights, config.batch_size, seed, groups, per_epoch)
 
-    fitted_on = splits["train"]
+    films = splits["train"]
     if stage.per_epoch:  # a balanced draw each epoch needs no loss weights
-        groups = balance_groups(fitted_on, config.balance)
-        training = batches("train", np.ones(len(fitted_on), np.float32), config.seed, groups, stage.per_epoch)
+        groups = balance_groups(films, config.balance)
+        training = batches("train", np.ones(len(films), np.float32), config.seed, groups, stage.per_epoch)
     else:
-        training = batches("train", sample_weights(fitted_on, config.balance), config.seed)
+        training = batches("train", sample_weights(films, config.balance), config.seed)
     validation = batches("val", np.ones(len(splits["val"]), np.float32), None) if "val" in splits else None
     callbacks = []
     if config.early_stopping and validation:
