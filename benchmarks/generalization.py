@@ -1,7 +1,7 @@
 """Does a model hold up on a collection it never saw? Leave one collection out: for each collection,
 train on all the others and test on it; and train on all of them, test on each.
 
-    python benchmarks/generalization.py --weights PATH [--seeds 0 --seeds 1 ...] [--no-lung-prior] [--fine-tune N] [--runs all --runs NAME ...]
+    python benchmarks/generalization.py --weights PATH [--seeds 0 --seeds 1 ...] [--no-lung-prior] [--fine-tune N] [--fine-tune-epochs N] [--fine-tune-sample N] [--runs all --runs NAME ...]
 
 Each model is trained with the default recipe (``--lung-prior`` as given), exported to ONNX and read
 by the runtime's Predictor, as a user would. A held-out collection's train split is never trained
@@ -101,6 +101,7 @@ def main(
     runs: list[str] = typer.Option([EVERY, *COLLECTIONS], help=f"'{EVERY}' (train on every collection) and the collections to leave out in turn (repeat)."),
     precision: Precision = typer.Option(TrainConfig.precision, help="What the frozen layers' features are computed in (cxr-train --precision)."),
     fine_tune_sample: int = typer.Option(TrainConfig.fine_tune_sample, help="Images per fine-tuning epoch, a balanced draw (cxr-train --fine-tune-sample; 0: all)."),
+    fine_tune_epochs: int = typer.Option(TrainConfig.fine_tune_epochs, help="Fine-tuning epochs (cxr-train --fine-tune-epochs)."),
 ) -> None:
     from cxr.core.datasets import scan_roots
     from cxr.export.onnx_export import export_onnx
@@ -122,7 +123,7 @@ def main(
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder)
                 started = time.perf_counter()
-                config = TrainConfig(data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=mapped_here(trained_on), lung_prior=None if lung_prior else False, fine_tune=fine_tune, precision=precision, fine_tune_sample=fine_tune_sample)
+                config = TrainConfig(data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=mapped_here(trained_on), lung_prior=None if lung_prior else False, fine_tune=fine_tune, precision=precision, fine_tune_sample=fine_tune_sample, fine_tune_epochs=fine_tune_epochs)
                 result = train(config)
                 lowest_validation.setdefault(run, []).append(min(splits["val"].accuracy for splits in result.sources.values()))
                 predictor = Predictor(export_onnx(result.model_path, out / "model.onnx").path)
@@ -150,8 +151,8 @@ def main(
 
     recipe = "the lung prior wherever a training film has a mask (so none without NLM)" if lung_prior else "no lung prior"
     tuned = f"{fine_tune} VGG16 block(s) fine-tuned" if fine_tune else "the head alone on frozen features"
-    if fine_tune and fine_tune_sample:
-        tuned += f" on {fine_tune_sample} images an epoch, drawn balanced"
+    if fine_tune:
+        tuned += f", {fine_tune_epochs} epochs" + (f" of {fine_tune_sample} images drawn balanced" if fine_tune_sample else "")
     print(f"Default recipe, {recipe}, {tuned}, seeds {seeds}; each model exported to ONNX and read by the runtime.\n")
     print("| tested on | trained on all: accuracy | Normal recall | left out: accuracy | Normal recall | left out: validation accuracy |")
     print("|---|---|---|---|---|---|")
