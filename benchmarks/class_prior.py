@@ -51,10 +51,7 @@ def labelled(artifacts: Path) -> tuple[list[str], dict[Path, tuple[int, str]], l
     return names, films, val, tests
 
 
-def log_probabilities(model: Path, files: list[Path]) -> np.ndarray:
-    from cxr.runtime.predictor import Predictor
-
-    predictor = Predictor(model)
+def log_probabilities(predictor, files: list[Path]) -> np.ndarray:
     return np.log(np.stack([[p.probabilities[name] for name in predictor.info.class_names] for p in predictor.predict_files(files)]) + 1e-12)
 
 
@@ -152,9 +149,12 @@ def main(
     seeds: list[int] = typer.Option([0, 1, 2, 3, 4], help="Seeds of the heads (repeat)."),
     figure: Path = typer.Option(Path("docs/class_prior.png"), help="Where the curve is drawn."),
 ) -> None:
+    from cxr.runtime.predictor import Predictor
+
     names, films, val, tests = labelled(artifacts)
-    val_rows = boundary_rows(names, films, val, log_probabilities(artifacts / "model.onnx", val))
-    test_rows = boundary_rows(names, films, tests, log_probabilities(artifacts / "model.onnx", tests))
+    predictor = Predictor(artifacts / "model.onnx")
+    val_rows = boundary_rows(names, films, val, log_probabilities(predictor, val))
+    test_rows = boundary_rows(names, films, tests, log_probabilities(predictor, tests))
     print(f"{artifacts / 'model.onnx'}: per collection, accuracy (Covid recall, Normal recall) with an offset on the Covid log-probability.\n")
     sources = list(val_rows[0.0])
     print("| offset | split | lowest | " + " | ".join(sources) + " |")
