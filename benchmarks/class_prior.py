@@ -1,5 +1,5 @@
-"""Why Covid19-dataset's Covid films are called Normal: the class prior that balancing by collection
-and class implies, and what moving the Covid/Normal boundary does to each collection.
+"""Why Covid19-dataset's films are misread: the class prior that balancing by collection and class
+implies, and what moving a class boundary (Covid's, Viral Pneumonia's) does to each collection.
 
     python benchmarks/class_prior.py --artifacts artifacts [--weights PATH] [--seeds 0 --seeds 1]
 
@@ -8,9 +8,9 @@ the loss, so with the four shared collections, which hold some of the classes ea
 is Normal 4/9, Viral Pneumonia 3/9, Covid 2/9. Two measurements:
 
 1. The trained model in ``--artifacts`` (``model.onnx``, read by the runtime, and the validation files
-   in its ``metrics.json``): each collection's validation and test accuracy and its Covid and Normal
-   recall with an offset added to every film's Covid log-probability (0 is the model as it is), and
-   a figure of it (``--figure``).
+   in its ``metrics.json``): each collection's validation and test accuracy, and the recall of the
+   class moved and of Normal, with an offset added to every film's Covid log-probability (0 is the
+   model as it is), then to its Viral Pneumonia log-probability instead; and a figure (``--figure``).
 2. With ``--weights``: the default's head on cached features (``benchmarks/lung_heads.py``, with the
    lung prior) trained with each cell's share of the loss as today, and with each class's share equal
    and each collection's equal within its class (a uniform class prior), over ``--seeds``.
@@ -28,7 +28,8 @@ import typer
 
 os.environ.setdefault("CXR_QUIET", "1")
 
-OFFSETS = [-1.0, -0.5, 0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0]
+OFFSETS = [-3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
+SHIFTED = ["Covid", "Viral Pneumonia"]  # each class's log-probability is moved on its own
 
 
 def labelled(artifacts: Path) -> tuple[list[str], dict[Path, tuple[int, str]], list[Path], list[Path]]:
@@ -55,44 +56,51 @@ def log_probabilities(predictor, files: list[Path]) -> np.ndarray:
     return np.log(np.stack([[p.probabilities[name] for name in predictor.info.class_names] for p in predictor.predict_files(files)]) + 1e-12)
 
 
-def boundary_rows(names, films, files, logp) -> dict[float, dict[str, tuple[float, float, float]]]:
-    """Per offset, per collection: accuracy, Covid recall, Normal recall (NaN where it has none)."""
+def boundary_rows(names, films, files, logp, moved: str) -> dict[float, dict[str, tuple[float, float, float]]]:
+    """Per offset on class ``moved``, per collection: accuracy, ``moved``'s recall and Normal recall
+    (NaN where the collection has no such film)."""
     labels = np.array([films[f][0] for f in files])
     sources = np.array([films[f][1] for f in files])
-    covid, normal = names.index("Covid"), names.index("Normal")
+    shifted_class, normal = names.index(moved), names.index("Normal")
     rows = {}
     for offset in OFFSETS:
         shifted = logp.copy()
-        shifted[:, covid] += offset
+        shifted[:, shifted_class] += offset
         right = shifted.argmax(axis=1) == labels
         rows[offset] = {
             source: tuple(
                 float(right[mine].mean()) if mine.any() else float("nan")
-                for mine in (sources == source, (sources == source) & (labels == covid), (sources == source) & (labels == normal))
+                for mine in (sources == source, (sources == source) & (labels == shifted_class), (sources == source) & (labels == normal))
             )
             for source in dict.fromkeys(sources)
         }
     return rows
 
 
-def draw(val_rows, test_rows, target: Path) -> None:
+def draw(curves: dict[str, tuple[dict, dict]], target: Path) -> None:
+    """A row of panels (validation, test) per class moved: accuracy and Normal recall per collection."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
-    for ax, rows, title in zip(axes, (val_rows, test_rows), ("validation (the choice)", "test")):
-        for source in rows[OFFSETS[0]]:
-            line = ax.plot(OFFSETS, [rows[o][source][0] for o in OFFSETS], marker="o", label=f"{source}: accuracy")
-            if not np.isnan(rows[0.0][source][2]):
-                ax.plot(OFFSETS, [rows[o][source][2] for o in OFFSETS], linestyle=":", color=line[0].get_color(), label=f"{source}: Normal recall")
-        ax.axvline(0, color="gray", linewidth=0.8)
-        ax.set_title(title)
-        ax.set_xlabel("offset added to the Covid log-probability")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("share of films")
-    axes[1].legend(fontsize=7, loc="lower left")
-    fig.suptitle("Moving the Covid/Normal boundary trades Covid19-dataset's Covid films for the radiography subset's Normal films")
+    fig = Figure(figsize=(11, 4 * len(curves)), layout="constrained")
+    grid = fig.subplots(len(curves), 2, sharey=True, squeeze=False)
+    for axes, (moved, (val_rows, test_rows)) in zip(grid, curves.items()):
+        for ax, rows, title in zip(axes, (val_rows, test_rows), ("validation (the choice)", "test")):
+            panel(ax, rows, f"{title}: {moved} moved", f"offset added to the {moved} log-probability")
+    grid[0][1].legend(fontsize=7, loc="lower left")
+    fig.suptitle("Moving a class boundary trades one collection's films for another's")
     fig.savefig(target, dpi=110)
+
+
+def panel(ax, rows, title: str, xlabel: str) -> None:
+    for source in rows[OFFSETS[0]]:
+        line = ax.plot(OFFSETS, [rows[o][source][0] for o in OFFSETS], marker="o", label=f"{source}: accuracy")
+        if not np.isnan(rows[0.0][source][2]):
+            ax.plot(OFFSETS, [rows[o][source][2] for o in OFFSETS], linestyle=":", color=line[0].get_color(), label=f"{source}: Normal recall")
+    ax.axvline(0, color="gray", linewidth=0.8)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("share of films")
+    ax.grid(alpha=0.3)
 
 
 def uniform_class_prior(examples) -> np.ndarray:
@@ -153,18 +161,20 @@ def main(
 
     names, films, val, tests = labelled(artifacts)
     predictor = Predictor(artifacts / "model.onnx")
-    val_rows = boundary_rows(names, films, val, log_probabilities(predictor, val))
-    test_rows = boundary_rows(names, films, tests, log_probabilities(predictor, tests))
-    print(f"{artifacts / 'model.onnx'}: per collection, accuracy (Covid recall, Normal recall) with an offset on the Covid log-probability.\n")
-    sources = list(val_rows[0.0])
-    print("| offset | split | lowest | " + " | ".join(sources) + " |")
-    print("|---|---|---|" + "---|" * len(sources))
-    for offset in OFFSETS:
-        for split, rows in (("validation", val_rows), ("test", test_rows)):
-            cells = [rows[offset][s] for s in sources]
-            text = [f"{a:.3f} ({c:.2f}, {n:.2f})".replace("nan", "-") for a, c, n in cells]
-            print(f"| {offset:+g} | {split} | {min(a for a, _, _ in cells):.3f} | " + " | ".join(text) + " |")
-    draw(val_rows, test_rows, figure)
+    val_logp, test_logp = log_probabilities(predictor, val), log_probabilities(predictor, tests)
+    curves = {moved: (boundary_rows(names, films, val, val_logp, moved), boundary_rows(names, films, tests, test_logp, moved)) for moved in SHIFTED}
+    for moved, (val_rows, test_rows) in curves.items():
+        print(f"{artifacts / 'model.onnx'}: per collection, accuracy ({moved} recall, Normal recall) with an offset on the {moved} log-probability.\n")
+        sources = list(val_rows[0.0])
+        print("| offset | split | lowest | " + " | ".join(sources) + " |")
+        print("|---|---|---|" + "---|" * len(sources))
+        for offset in OFFSETS:
+            for split, rows in (("validation", val_rows), ("test", test_rows)):
+                cells = [rows[offset][s] for s in sources]
+                text = [f"{a:.3f} ({c:.2f}, {n:.2f})".replace("nan", "-") for a, c, n in cells]
+                print(f"| {offset:+g} | {split} | {min(a for a, _, _ in cells):.3f} | " + " | ".join(text) + " |")
+        print()
+    draw(curves, figure)
     print(f"\nDrawn: {figure}")
     if weights:
         heads(weights, seeds)
