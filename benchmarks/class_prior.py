@@ -121,14 +121,14 @@ def heads(weights: str, seeds: list[int]) -> None:
     from cxr.core.datasets import stratified_split
     from cxr.core.masks import mask_for
     from cxr.train.inputs import sample_weights
-    from cxr.train.lung_prior import cells_on_lungs
+    from cxr.train.lung_prior import measure
     from cxr.train.model import FEATURES
 
     roots, names, config, net = four_collections(weights)
     (train, x4), (test, x4_test) = cached_block4(config, net, roots, names, weights)
     block5 = functools.partial(block5_of, net.segment(EARLIER, FEATURES), prior=np.ones(EARLIER_GRID, np.float32))
     x, x_test = block5(x4), block5(x4_test)
-    prior = np.mean([cells_on_lungs(m, config.image_size, GRID) for m in map(mask_for, train.paths) if m], axis=0) ** 3
+    prior = measure([mask for mask in map(mask_for, train.paths) if mask], config.image_size, GRID)  # the default's, as cxr-train measures it
     none_off = np.zeros((len(train), *GRID), np.float32)
     covid = names.index("Covid")
     print(f"\nHeads on {FEATURES} features with the lung prior, seeds {seeds}; mean over seeds.\n")
