@@ -1,6 +1,9 @@
-"""The real thing: the README's default model, trained on the four real collections with the real
-ImageNet weights (12 minutes on a 2-core CPU with AMX, 40 on one without AVX-512), once per run (the
-module fixture).
+"""The real thing: the README's default recipe, trained on the four real collections with the real
+ImageNet weights, once per run (the module fixture), with one change: each fine-tuning epoch reads a
+balanced draw of 720 films instead of all 2,241 (`--fine-tune-sample 720`). That keeps CI under its
+30 minutes (6 minutes from cached features on a 2-core AVX-512 BF16 EPYC against 15 for every film;
+the frozen pass from an empty cache comes on top) and costs the figures the floors guard little
+(docs/RESULTS.md, "Fine-tuning on a balanced draw"); the default's own figures are benchmarks'.
 
 Runs when ../shared/data is there (it is in CI); otherwise each test says why it skipped.
 
@@ -32,21 +35,24 @@ def real_run(real_data: list[Path], real_weights: Path, tmp_path_factory: pytest
     from cxr.train.trainer import train
 
     out = tmp_path_factory.mktemp("real")
-    return train(TrainConfig(data=tuple(real_data), out=out, weights=str(real_weights), seed=0, class_map=REAL_CLASS_MAP))
+    return train(TrainConfig(data=tuple(real_data), out=out, weights=str(real_weights), seed=0, class_map=REAL_CLASS_MAP, fine_tune_sample=720))
 
 
-# Seed 0 on a CPU with AMX, from the runtime: Covid19-dataset 0.924 (Normal 0.90), the radiography
-# subset 0.923 (0.89), the pediatric subset 0.983 (0.99), NLM 1.000 (1.00); on an AMD EPYC without
-# AVX-512: 0.909 (0.85), 0.927 (0.89), 0.980 (0.99), 1.000 (1.00). Each floor is about 10 films
-# (Normal: 3-15) under its figure, several times what a CPU's rounding has moved one before.
+# Seed 0 of this fixture's recipe on an AVX-512 BF16 EPYC (no AMX), from the runtime: Covid19-dataset
+# 0.909 (Normal 0.90), the radiography subset 0.890 (0.91), the pediatric subset 0.967 (1.00), NLM
+# 1.000 (1.00); with float32 features, as a CPU without bfloat16 computes them: 0.909 (0.90), 0.887
+# (0.90), 0.967 (1.00), 1.000 (1.00). Each floor is about 10 films (Normal: 3-15) under its figure,
+# several times the 4 films a CPU's rounding has moved seed 0's default between a CPU with AMX and one
+# without AVX-512.
 FLOORS = {
     "Covid19-dataset": (0.77, 0.70),
-    "Covid19-radiography-subset": (0.89, 0.75),
-    "Pediatric-pneumonia-subset": (0.95, 0.85),
+    "Covid19-radiography-subset": (0.86, 0.75),
+    "Pediatric-pneumonia-subset": (0.93, 0.85),
     "NLM-tuberculosis-subset": (0.85, 0.85),
 }
-# Share of the evidence on the lungs of the NLM test Normal films: 0.67 at seed 0 (0.66 without
-# AVX-512; lungs cover 0.24 of these films; the model without the prior put 0.18 of its evidence there).
+# Share of the evidence on the lungs of the NLM test Normal films: 0.66 at seed 0 (the default, every
+# film: 0.67 with AMX, 0.66 without; lungs cover 0.24 of these films; the model without the prior put
+# 0.18 of its evidence there).
 LUNG_FLOOR = 0.5
 
 
@@ -65,7 +71,7 @@ def test_default_model_learns_every_collection(real_run) -> None:
     assert real_run.class_names == ["Covid", "Normal", "Viral Pneumonia"]
     assert real_run.splits["train"].count + real_run.splits["val"].count == 251 + 900 + 1200 + 270
     assert real_run.splits["test"].count == 66 + 300 + 300 + 67
-    assert real_run.splits["train"].accuracy >= 0.95  # 1.000; 0.95 is ~110 images below
+    assert real_run.splits["train"].accuracy >= 0.95  # 0.972; 0.95 is ~50 images below
     tests = {name: splits["test"] for name, splits in real_run.sources.items()}
     for name, (accuracy, normal) in FLOORS.items():
         assert tests[name].accuracy >= accuracy, name
@@ -118,11 +124,11 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
     # films count as Viral Pneumonia, the NLM subset's tuberculosis films are left out, so 733 films.
     assert int8.test_images == 66 + 300 + 300 + 67
     # export_int8 itself refuses below 99% agreement. With 7-bit weights every CPU computes the same
-    # integers: 0.9945 (4 of 733 films) for seed 0 trained on an AVX-512 EPYC; full 8-bit weights gave
-    # 0.937 on a CPU without VNNI.
+    # integers: 0.992 (6 of 733 films) for seed 0 trained on an AVX-512 EPYC, 0.996 with float32
+    # features; full 8-bit weights gave 0.937 on a CPU without VNNI.
     assert int8.agreement >= 0.99
-    assert int8.map_correlation >= 0.95  # 0.9988 (AMX), with the lung prior
-    assert int8.flag_agreement >= 0.97  # the gate survives quantization: 1.000 (AMX)
+    assert int8.map_correlation >= 0.95  # 0.9981, with the lung prior (the default on AMX: 0.9988)
+    assert int8.flag_agreement >= 0.97  # the gate survives quantization: 0.999 (the default on AMX: 1.000)
 
 
 def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
@@ -138,9 +144,9 @@ def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
 
     val = real_run.splits["val"]
     assert val.loss <= val.uncalibrated.loss + 1e-6  # T minimises it; T = 1 was among the candidates
-    assert 0.3 < real_run.trust.temperature < 3  # 0.58 (AMX) and 0.59-0.61 over seeds
+    assert 0.3 < real_run.trust.temperature < 3  # 0.66; the default's 0.58 (AMX) and 0.59-0.61 over seeds
     for name in real_run.sources:
-        # Flagged test films: 3 of 66 (AMX) and 2 of 66; 11 of 300 on both. The threshold lets 97.5%
+        # Flagged test films: 1 of 66, 8 of 300 (the default: 2-3 of 66, 11 of 300). The threshold lets 97.5%
         # of each source's validation films through; 0.12 allows 7 of 66 and 36 of 300.
         assert real_run.sources[name]["test"].flagged <= 0.12, name
 
@@ -151,10 +157,10 @@ def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
     outcomes = {Path(o.file).name: o for o in predictor.predict_files(files_under(not_xrays))}
     samples = [outcomes[p.name] for p in sample_images() if isinstance(outcomes.get(p.name), Prediction)]
     assert len(samples) == 26  # every scikit-image sample is readable (exact)
-    # Flagged: 26 of 26 on both CPUs at seed 0, 25 of 26 at seeds 1-2; 0.85 allows 3 through.
+    # Flagged: 26 of 26 at seed 0 (the default: 26 of 26 on both CPUs, 25 at seeds 1-2); 0.85 allows 3 through.
     assert sum(not s.in_distribution for s in samples) / len(samples) >= 0.85
     made = [o for o in outcomes.values() if isinstance(o, Prediction)]
-    # 34 of 34 at seed 0 on both CPUs, 33 of 34 at seeds 1-2; 0.85 allows 5 through.
+    # 34 of 34 at seed 0 (the default: 34 on both CPUs, 33 at seeds 1-2); 0.85 allows 5 through.
     assert sum(not o.in_distribution for o in made) / len(made) >= 0.85
 
 
