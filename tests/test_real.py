@@ -1,8 +1,8 @@
 """The real thing: the README's default recipe, trained on the four real collections with the real
 ImageNet weights, once per run (the module fixture), with one change: each fine-tuning epoch reads a
 balanced draw of 720 films instead of all 2,241 (`--fine-tune-sample 720`). That keeps CI under its
-30 minutes (6 minutes from cached features on a 2-core AVX-512 BF16 EPYC against 15 for every film;
-the frozen pass from an empty cache comes on top) and costs the figures the floors guard little
+30 minutes (fitting takes 5 minutes on a 2-core AVX-512 BF16 EPYC against 15 for every film; the
+frozen pass, 4 minutes from an empty cache, comes on top) and costs the figures the floors guard little
 (docs/RESULTS.md, "Fine-tuning on a balanced draw"); the default's own figures are benchmarks'.
 
 Runs when ../shared/data is there (it is in CI); otherwise each test says why it skipped.
