@@ -3,7 +3,8 @@ ImageNet weights, once per run (the module fixture), with one change: each fine-
 balanced draw of 720 films instead of all 2,241 (`--fine-tune-sample 720`). That keeps CI under its
 30 minutes (fitting takes 5 minutes on a 2-core AVX-512 BF16 EPYC against 15 for every film; the
 frozen pass, 4 minutes from an empty cache, comes on top) and costs the figures the floors guard little
-(docs/RESULTS.md, "Fine-tuning on a balanced draw"); the default's own figures are benchmarks'.
+(docs/RESULTS.md, "Fine-tuning on a balanced draw"); the default's own figures are measured in
+benchmarks/.
 
 Runs when ../shared/data is there (it is in CI); otherwise each test says why it skipped.
 
