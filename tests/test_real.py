@@ -68,7 +68,7 @@ def normal_recall(split) -> float:
     return split.confusion[1][1] / sum(split.confusion[1])  # classes: Covid, Normal, Viral Pneumonia
 
 
-def test_default_model_learns_every_collection(real_run) -> None:
+def test_real_model_learns_every_collection(real_run) -> None:
     assert real_run.class_names == ["Covid", "Normal", "Viral Pneumonia"]
     assert real_run.splits["train"].count + real_run.splits["val"].count == 251 + 900 + 1200 + 270
     assert real_run.splits["test"].count == 66 + 300 + 300 + 67
