@@ -17,10 +17,10 @@ from cxr.core.datasets import check_split, load_folder
 from cxr.core.errors import ModelError
 from cxr.core.files import atomic_path
 from cxr.core.progress import phase, progress
+from cxr.export import MIN_AGREEMENT
 from cxr.runtime.predictor import BATCH_SIZE, Outputs, Predictor
 
 CALIBRATION_IMAGES = 64
-MIN_AGREEMENT = 0.99
 
 
 @dataclass
@@ -45,9 +45,9 @@ class _Images(CalibrationDataReader):
         return None if batch is None else {self._input: batch}
 
 
-def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path]) -> Int8Result:
+def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path], min_agreement: float = MIN_AGREEMENT) -> Int8Result:
     """Quantize ``fp32_path``, calibrated on the train splits of ``data`` (one root or several); refuse
-    (write nothing) if top-1 agreement on their test splits is < 99%. How often the two agree on the
+    (write nothing) if top-1 agreement on their test splits is below ``min_agreement``. How often the two agree on the
     out-of-distribution flag is measured and returned: on ImageNet features it is above 99%, but on
     features that quantize badly the flags can differ while the classes do not, and the file is
     still worth having (the CLI warns)."""
@@ -108,10 +108,10 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path]) -> Int
             correlation = map_correlation(fp32_outputs.maps, int8_outputs.maps)
             limit = info.ood.threshold
             flag_agreement = float(np.mean((int8_outputs.scores > limit) == (fp32_outputs.scores > limit)))
-        if agreement < MIN_AGREEMENT:
+        if agreement < min_agreement:
             raise ModelError(
                 f"INT8 model agrees with FP32 on {agreement:.1%} of {len(test)} test images "
-                f"(< {MIN_AGREEMENT:.0%}); not written"
+                f"(< {min_agreement:.1%}); not written (--min-agreement sets the floor)"
             )
     return Int8Result(
         out_path, agreement, correlation, flag_agreement, len(test), fp32_path.stat().st_size, out_path.stat().st_size

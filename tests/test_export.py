@@ -124,13 +124,22 @@ def test_int8_model_agrees_and_describes_itself(exported, dataset: Path, tmp_pat
     assert result.flag_agreement == pytest.approx(np.mean(flags[0] == flags[1]))
 
 
-def test_int8_below_agreement_is_refused(exported, dataset: Path, tmp_path: Path, monkeypatch) -> None:
-    import cxr.export.quantize as quantize
+def test_int8_below_agreement_is_refused(exported, dataset: Path, tmp_path: Path) -> None:
+    from cxr.export.quantize import export_int8
 
-    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)
     with pytest.raises(ModelError, match="not written"):
-        quantize.export_int8(exported.path, tmp_path / "m.int8.onnx", dataset)
+        export_int8(exported.path, tmp_path / "m.int8.onnx", dataset, min_agreement=1.01)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_export_cli_takes_the_int8_floor(trained, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    args = ["--onnx", "--int8", "--model", str(trained.model_path), "--out", str(out)]
+    out_of_range = runner.invoke(export_app, [*args, "--min-agreement", "1.5"])  # a usage error, as Click reports it
+    assert out_of_range.exit_code == 2 and "--min-agreement" in out_of_range.stderr and list(tmp_path.iterdir()) == []
+    result = runner.invoke(export_app, [*args, "--min-agreement", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "(minimum 50.0%)" in result.stdout and out.with_name("m.int8.onnx").is_file()
 
 
 def test_export_needs_the_gates_fit_beside_the_model(trained, tmp_path: Path) -> None:
