@@ -47,10 +47,10 @@ class _Images(CalibrationDataReader):
 
 def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path], min_agreement: float = MIN_AGREEMENT) -> Int8Result:
     """Quantize ``fp32_path``, calibrated on the train splits of ``data`` (one root or several); refuse
-    (write nothing) if top-1 agreement on their test splits is below ``min_agreement``. How often the two agree on the
-    out-of-distribution flag is measured and returned: on ImageNet features it is above 99%, but on
-    features that quantize badly the flags can differ while the classes do not, and the file is
-    still worth having (the CLI warns)."""
+    (write nothing) if top-1 agreement on their test splits is below ``min_agreement``. How often the
+    two agree on the out-of-distribution flag is measured and returned: on ImageNet features it is
+    above 99%, but on features that quantize badly the flags can differ while the classes do not, and
+    the file is still worth having (the CLI warns)."""
     fp32 = Predictor(fp32_path, provider="cpu")
     names = fp32.info.class_names
     roots = data if isinstance(data, list) else [data]
