@@ -119,7 +119,6 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
     images = load_folder(real_data[0] / "test", fp32.info.class_names, fp32.prepare).images
     assert_maps_add_up(fp32, images)
 
-    # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
     # The fixture's cheaper model (a 720-film draw an epoch) leaves more films on a class boundary
     # than the default, whose INT8 agrees on 99.5-99.7% (cxr-export's floor is 99%): 0.992 (6 of 733
     # films) for seed 0 trained on an AVX-512 EPYC, 0.996 with float32 features, 0.989 (8) trained on
@@ -131,6 +130,7 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
     # films count as Viral Pneumonia, the NLM subset's tuberculosis films are left out, so 733 films.
     assert int8.test_images == 66 + 300 + 300 + 67
     assert int8.agreement >= 0.98
+    # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
     assert int8.map_correlation >= 0.95  # 0.9981, with the lung prior (the default on AMX: 0.9988)
     assert int8.flag_agreement >= 0.97  # the gate survives quantization: 0.999 (the default on AMX: 1.000)
 
