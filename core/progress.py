@@ -1,12 +1,15 @@
 """Progress on stderr for long work (Rich, which Typer already brings), so stdout stays for results.
 
-``CXR_QUIET=1`` turns it all off (tests, scripts, logs).
+``CXR_QUIET=1`` turns it all off (tests, scripts, logs). ``CXR_HOLD_AT=NAME`` stops a run at its
+named point NAME (``checkpoint``), so that a test can kill it there whatever the machine's speed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
@@ -25,6 +28,19 @@ def quiet() -> bool:
 def progress(items: Iterable[T], description: str, total: int | None = None, show: bool = True) -> Iterable[T]:
     """Iterate with a progress bar; ``total`` for an iterator without a length, ``show=False`` for none."""
     return track(items, description=description, total=total, disable=quiet() or not show, console=_STDERR)
+
+
+HOLDING = "holding at "  # the line a held run writes to stderr, then the point's name
+
+
+def checkpoint(name: str) -> None:
+    """A named point of a long run (reading, fitting, writing). Under ``CXR_HOLD_AT=name`` the run
+    says so on stderr and waits there to be killed: the fault tests kill at each point, so every kill
+    lands where it is meant to on a fast machine or a busy one."""
+    if os.environ.get("CXR_HOLD_AT") == name:
+        print(f"{HOLDING}{name}", file=sys.stderr, flush=True)
+        while True:
+            time.sleep(60)
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ import tf2onnx
 from cxr.core.datasets import check_split, load_folder, open_root
 from cxr.core.errors import DatasetError, ModelError, first_line
 from cxr.core.files import atomic_path, located
-from cxr.core.progress import phase
+from cxr.core.progress import checkpoint, phase
 from cxr.runtime.imaging import PREPROCESSING, load_image
 from cxr.runtime.metadata import Calibration, HeatmapSpec, InputSpec, ModelInfo, OodSpec
 from cxr.train import ood
@@ -70,6 +70,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     gaussians = _gaussians(model_path)
     explained = ood.with_score(with_evidence_maps(model, recipe), gaussians)
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
+    checkpoint("converting")
     with phase("Converting to ONNX (tf2onnx)"):
         proto, _ = tf2onnx.convert.from_keras(explained, input_signature=spec, opset=OPSET)
     info = ModelInfo(
@@ -102,6 +103,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
 
     with atomic_path(out_path) as tmp:
         onnx.save(proto, tmp)
+        checkpoint("checking")
         with phase(f"Checking parity with Keras on {len(images)} images"):
             diff, map_diff, score_diff = parity(explained, tmp, images, np.array(info.heatmaps.bias))
         if diff > PARITY_TOLERANCE:

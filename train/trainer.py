@@ -20,6 +20,7 @@ from cxr.core.datasets import DataRoot, class_counts, model_classes, scan_roots,
 from cxr.core.errors import DatasetError
 from cxr.core.figures import plot_curves
 from cxr.core.files import atomic_paths, dump_json
+from cxr.core.progress import checkpoint
 from cxr.runtime.imaging import load_image
 
 from . import copies, lung_prior, ood, precision
@@ -85,6 +86,7 @@ class _EpochLog(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         values = "  ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
         log.info("epoch %d/%d  %s  (%.1f s)", epoch + 1, self.epochs, values, time.perf_counter() - self.started)
+        checkpoint("fitting")
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         t0 = time.perf_counter()
         with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
             filled = _fill_stores(config, net, roots, class_names, stores, layers)
+            checkpoint("features")
             splits = filled.splits
             arrays = {layer: store.array() for layer, store in zip(layers, stores)}
             rows = {layer: {k: store.rows_of(s.digests) for k, s in splits.items()} for layer, store in zip(layers, stores)}
@@ -438,6 +441,7 @@ def _write_run_record(
     files = [result.model_path, out / "config.json", out / "history.json", out / "metrics.json", out / ood.FILE]
     with atomic_paths(*files) as (model_file, config_file, history_file, metrics_file, gaussians_file):
         model.save(model_file)
+        checkpoint("writing")
         result.trust.gaussians.save(gaussians_file)
         dump_json(config_file, {**config.to_json(), "class_names": result.class_names})
         dump_json(history_file, history)
