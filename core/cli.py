@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -85,6 +86,13 @@ VersionOption = Annotated[
 ClassMapOption = Annotated[
     list[str],
     typer.Option(metavar="FOLDER=CLASS", help="Rename a class folder onto another class, or leave it out with FOLDER= (repeat).", show_default=False),
+]
+
+
+# cxr-train and cxr-eval take it alike: label corrections files (core/corrections.py).
+CorrectionsOption = Annotated[
+    list[Path],
+    typer.Option(metavar="FILE", help="A CSV of films whose folder's label is wrong (sha256,file,finding,action,class; action drop or relabel), matched by the file's bytes wherever it lies (repeat). corrections/Covid19-dataset.csv ships with cxr.", show_default=False),
 ]
 
 

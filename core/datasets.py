@@ -207,6 +207,28 @@ def files_under(folder: Path) -> list[Path]:
     return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file's bytes (what the image is, wherever it lies and whatever its name)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def file_digests(paths: Sequence[Path]) -> list[str]:
+    """Every file's digest, on every core (hashlib releases the GIL on large buffers). A file that
+    cannot be read gets a digest of its path, so decoding reports the problem."""
+    with ThreadPoolExecutor(DECODERS) as pool:
+        return list(pool.map(_digest_or_path, paths))
+
+
+def _digest_or_path(path: Path) -> str:
+    try:
+        if path.is_file():  # never open a FIFO or device: reading it could block for ever
+            return file_digest(path)
+    except OSError:
+        pass
+    return "unreadable:" + hashlib.sha256(str(path).encode()).hexdigest()
+
+
 def sample_files(files: dict[str, list[Path]], limit: int) -> dict[str, list[Path]]:
     """About ``limit`` files, the first of each class in equal numbers, so that every class is in."""
     per_class = -(-limit // max(1, len(files)))

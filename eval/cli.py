@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cxr.core.cli import ClassMapOption, Command, VersionOption, boundary, extra_imports, new_app, parse_class_map
+from cxr.core.cli import ClassMapOption, Command, CorrectionsOption, VersionOption, boundary, extra_imports, new_app, parse_class_map
 from cxr.core.datasets import open_sources
 
 app = new_app(__doc__)
@@ -21,6 +21,7 @@ def main(
     model: Annotated[Path, typer.Option(envvar="CXR_MODEL", help="FP32 or INT8 model from cxr-export.")] = Path("artifacts/model.onnx"),
     classes: Annotated[list[str], typer.Option(help="Evaluate these class folders only (repeat; matched case aside). Default: all.", show_default=False)] = [],
     class_map: ClassMapOption = [],
+    corrections: CorrectionsOption = [],
     out: Annotated[Path, typer.Option(help="Where metrics.json, report.md and the figures go.")] = Path("reports"),
     ood: Annotated[Path | None, typer.Option(metavar="DIR", help="A folder of images that are not chest X-rays like the training ones: the share the out-of-distribution gate flags there and on --data, and the score's ROC AUC between them.", show_default=False)] = None,
     eda: Annotated[bool, typer.Option("--eda", help="Only draw the data set's own figure; no model needed.")] = False,
@@ -36,11 +37,12 @@ def main(
         if eda:
             typer.echo(f"wrote {describe_dataset(open_sources(data), out)}")
             return
-        result = evaluate(data, model, out, tuple(classes), ood, pairs)
+        result = evaluate(data, model, out, tuple(classes), ood, pairs, tuple(corrections))
     metrics = result.metrics
     if as_json:
         sources = {k: asdict(m) for k, m in result.sources.items()}
-        typer.echo(json.dumps({**asdict(metrics), "sources": sources, "ood": asdict(result.ood) if result.ood else None}))
+        corrected = asdict(result.corrected) if result.corrected else None
+        typer.echo(json.dumps({**asdict(metrics), "sources": sources, "ood": asdict(result.ood) if result.ood else None, "corrected": corrected}))
         return
     for name, m in {**result.sources, "all": metrics}.items():
         low, high = m.accuracy_ci95
@@ -55,6 +57,13 @@ def main(
             f"{where}accuracy {m.accuracy:.3f} (95% CI {low:.3f}-{high:.3f}) on {m.count} images, "
             f"macro-F1 {m.macro_f1:.3f}{trust}"
         )
+    if result.corrected:
+        fixed = result.corrected
+        typer.echo(fixed.applied.summary())
+        for name, m in {**result.sources, "all": metrics}.items():
+            after = fixed.metrics if name == "all" else fixed.sources.get(name)
+            if after:
+                typer.echo(f"{name}: accuracy {m.accuracy:.3f} on {m.count} images with the source's labels, {after.accuracy:.3f} on {after.count} corrected")
     if result.ood:
         check = result.ood
         typer.echo(

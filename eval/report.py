@@ -14,7 +14,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cxr.core.calibration import with_temperature
-from cxr.core.datasets import class_folders, files_under, labelled_files, mapped_folders, only_classes, open_sources
+from cxr.core.corrections import Applied, Correction, correct, read_corrections
+from cxr.core.datasets import class_folders, file_digests, files_under, labelled_files, mapped_folders, only_classes, open_sources
 from cxr.core.errors import CxrError, DatasetError, ModelError
 from cxr.core.figures import (
     Panel,
@@ -32,7 +33,7 @@ from cxr.runtime.imaging import read_rgb
 from cxr.runtime.metadata import ModelInfo
 from cxr.runtime.predictor import Failure, Prediction, Predictor
 
-from .card import lung_lines, ood_lines, source_table, trust_table, write_model_card
+from .card import correction_table, lung_lines, ood_lines, source_table, trust_table, write_model_card
 from .looks import MeanMap, MeanMaps
 from .lungs import LungEvidence, LungShare
 from .metrics import Metrics, compute_metrics
@@ -82,6 +83,16 @@ class EvalResult:
     written: list[Path]
     ood: OodCheck | None = None  # with --ood
     lungs: list[LungShare] = field(default_factory=list)  # where the films have lung masks
+    corrected: Corrected | None = None  # with --corrections: the same with corrected labels
+
+
+@dataclass
+class Corrected:
+    """Metrics with the labels after --corrections, beside those with the source's labels."""
+
+    metrics: Metrics
+    sources: dict[str, Metrics]
+    applied: Applied
 
 
 def splits_of(data: Path) -> dict[str, Path]:
@@ -144,14 +155,16 @@ def evaluate(
     classes: tuple[str, ...] = (),
     ood: Path | None = None,
     class_map: tuple[tuple[str, str], ...] = (),
+    corrections: tuple[Path, ...] = (),
 ) -> EvalResult:
     """Evaluate ``model`` on each data root (its test split if it has one; only ``classes`` when
     given), each on its own and all together, and write everything to ``out``. Class folders are
     renamed or left out as the model's training did (its recorded class map), then by ``class_map``.
     With ``ood``, a folder of images that are not like the training images: how well the gate flags
-    them."""
+    them. With ``corrections`` (core/corrections.py), metrics with the corrected labels as well."""
     predictor = Predictor(model)
     info = predictor.info
+    fixes = read_corrections(corrections, info.class_names)
     if ood is not None and info.ood is None:
         raise ModelError(f"{model}: this model has no out-of-distribution score; export it again with cxr-export")
     if ood is not None and not ood.is_dir():
@@ -184,6 +197,7 @@ def evaluate(
     mistakes = [Mistake(p.file, true_of[p.file], p.label, p.probabilities) for p in predictions if p.label != true_of[p.file]]
     mean_maps = run.means.means(names)
     lungs = run.lungs.shares()
+    corrected = _corrected(predictions, items, source_of, fixes, info, corrections) if corrections else None
 
     written = [describe_dataset(local, out)]
     curves = model.parent / "curves.png"  # drawn by cxr-train from its history; copied, not redrawn
@@ -214,13 +228,35 @@ def evaluate(
         "ood": asdict(check) if check else None,
         "evidence_on_lungs": [asdict(row) for row in lungs],
         "skipped": skipped,
+        "corrected": asdict(corrected) if corrected else None,
         "evaluated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     write_json(out / "metrics.json", record)
-    _write_report(out / "report.md", model, folders, metrics, sources, mistakes, [p.name for p in written], check, lungs)
+    _write_report(out / "report.md", model, folders, metrics, sources, mistakes, [p.name for p in written], check, lungs, corrected)
     card = write_model_card(card_path(model), info, metrics, folders, mean_maps, sources, check, lungs)
     written += [out / "metrics.json", out / "report.md", card]
-    return EvalResult(folders, metrics, sources, mistakes, skipped, written, check, lungs)
+    return EvalResult(folders, metrics, sources, mistakes, skipped, written, check, lungs, corrected)
+
+
+def _corrected(
+    predictions: list[Prediction],
+    items: list[tuple[Path, int]],
+    source_of: dict[str, str],
+    fixes: list[Correction],
+    info: ModelInfo,
+    files: tuple[Path, ...],
+) -> Corrected:
+    """The predictions scored against corrected labels: dropped films left out, relabelled ones
+    counted as their new class."""
+    paths = [path for path, _ in items]
+    done = correct(file_digests(paths), [label for _, label in items], [source_of[str(p)] for p in paths], fixes, info.class_names, files)
+    if done.applied.unmatched:
+        log.warning("%d corrections matched no evaluated film", len(done.applied.unmatched))
+    true_of = {str(paths[i]): info.class_names[label] for i, label in zip(done.keep, done.labels)}
+    kept = [p for p in predictions if p.file in true_of]
+    by_source = {source: [p for p in kept if source_of[p.file] == source] for source in dict.fromkeys(source_of.values())}
+    sources = {s: _metrics(ps, true_of, info) for s, ps in by_source.items() if ps} if len(by_source) > 1 else {}
+    return Corrected(_metrics(kept, true_of, info), sources, done.applied)
 
 
 def _labelled(predictions: list[Prediction], true_of: dict[str, str], names: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -339,6 +375,7 @@ def _write_report(
     figures: list[str],
     check: OodCheck | None,
     lungs: list[LungShare],
+    corrected: Corrected | None,
 ) -> None:
     low, high = metrics.accuracy_ci95
     lines = [
@@ -351,6 +388,7 @@ def _write_report(
         f"macro-F1 {metrics.macro_f1:.3f}.",
         "",
         *source_table(sources),
+        *correction_table(metrics, sources, corrected),
         *trust_table({**sources, "all": metrics} if sources else {"all": metrics}),
         *ood_lines(check, metrics),
         *lung_lines(lungs),

@@ -81,6 +81,7 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
         metrics={
             "splits": _summaries(metrics["splits"]),
             "sources": {source: _summaries(splits) for source, splits in metrics.get("sources", {}).items()},
+            "corrections": metrics.get("corrections"),  # None in runs from before --corrections
         },
         versions={**metrics["versions"], "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cxr.core.cli import ClassMapOption, Command, VersionOption, boundary, extra_imports, new_app, parse_class_map
-from cxr.core.datasets import scan_roots
+from cxr.core.cli import ClassMapOption, Command, CorrectionsOption, VersionOption, boundary, extra_imports, new_app, parse_class_map
+from cxr.core.corrections import read_corrections
+from cxr.core.datasets import model_classes, scan_roots
 from cxr.runtime.imaging import Contrast
 
 from .config import REFERENCE_RECIPE, Balance, Distribute, Head, Precision, Preprocess, TrainConfig
@@ -31,6 +32,7 @@ def main(
     out: Annotated[Path, typer.Option(help="Where model.keras and the run record go.")] = _DEFAULTS.out,
     classes: Annotated[list[str], typer.Option(help="Train on these class folders only (repeat; matched case aside). Default: all.", show_default=False)] = list(_DEFAULTS.classes),
     class_map: ClassMapOption = [],
+    corrections: CorrectionsOption = [],
     weights: Annotated[str, typer.Option(envvar="CXR_VGG16_WEIGHTS", help="VGG16 base weights: imagenet (Keras download), none, or a local no-top .h5 file.")] = _DEFAULTS.weights,
     epochs: Annotated[int, typer.Option(min=1, help="Epochs training the head on the frozen base.")] = _DEFAULTS.epochs,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per gradient step.")] = _DEFAULTS.batch_size,
@@ -64,6 +66,7 @@ def main(
     with boundary():
         pairs = parse_class_map(class_map)
         roots = scan_roots(data, tuple(classes), pairs)  # a wrong --data fails here, before seconds of TensorFlow import
+        read_corrections(corrections, model_classes(roots))  # and so does a bad --corrections file
         with extra_imports("cxr-train", "train"):
             from .trainer import train
 
@@ -81,6 +84,8 @@ def main(
             for name, split in splits.items():
                 if name != "train":
                     typer.echo(_split_line(name, split, f"{split.count} images of {source}"))
+    if result.corrections.files:
+        typer.echo(result.corrections.summary())
     if result.lung_prior:
         typer.echo(f"lung prior measured on {result.lung_prior.films} training films' lung masks")
     if result.precision == "bfloat16":

@@ -48,6 +48,8 @@ class TrainConfig:
     # (folder, class) pairs: a data root's folder renamed onto another class, or left out when the
     # class is "" (a root may hold classes the model does not have).
     class_map: tuple[tuple[str, str], ...] = ()
+    # Label corrections files (core/corrections.py): films dropped or relabelled, found by content.
+    corrections: tuple[Path, ...] = ()
     weights: str = "imagenet"  # imagenet | none | path to a VGG16 no-top .h5
     epochs: int = 8
     batch_size: int = 32
@@ -96,6 +98,7 @@ class TrainConfig:
         object.__setattr__(self, "data", tuple(Path(root) for root in roots))
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "class_map", tuple(tuple(pair) for pair in self.class_map))
+        object.__setattr__(self, "corrections", tuple(Path(path) for path in self.corrections))
 
     @property
     def model_recipe(self) -> ModelRecipe:
@@ -106,6 +109,7 @@ class TrainConfig:
         values["data"] = [str(root) if is_kaggle(root) else str(root.resolve()) for root in self.data]
         values["classes"] = list(self.classes)
         values["class_map"] = {folder: target for folder, target in self.class_map}
+        values["corrections"] = [str(path.resolve()) for path in self.corrections]
         values["out"] = str(self.out)
         return values
 

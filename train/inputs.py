@@ -17,12 +17,12 @@ import keras
 import numpy as np
 
 from cxr.core import __version__
-from cxr.core.datasets import DECODE_BATCH, DataRoot, decode_batches, labelled_files, readable
+from cxr.core.datasets import DECODE_BATCH, DataRoot, decode_batches, file_digest, file_digests, labelled_files, readable
 from cxr.core.progress import progress
 from cxr.core.sources import cache_dir
 
 from .config import Balance, TrainConfig
-from .store import RowStore, StoreSpec, file_digest, file_digests, made_by
+from .store import RowStore, StoreSpec, made_by
 
 IMAGE = "image"  # the store of decoded model inputs, for runs that cannot cache features
 

@@ -18,14 +18,12 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxr.core.datasets import DECODERS
 from cxr.core.files import write_json
 
 
@@ -110,28 +108,6 @@ class RowStore:
 
     def rows_of(self, digests: Sequence[str]) -> np.ndarray:
         return np.fromiter((self.rows[digest] for digest in digests), dtype=np.int64, count=len(digests))
-
-
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file's bytes (what the image is, wherever it lies and whatever its name)."""
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
-def file_digests(paths: Sequence[Path]) -> list[str]:
-    """Every file's digest, on every core (hashlib releases the GIL on large buffers). A file that
-    cannot be read gets a digest of its path, so decoding reports the problem."""
-    with ThreadPoolExecutor(DECODERS) as pool:
-        return list(pool.map(_digest_or_path, paths))
-
-
-def _digest_or_path(path: Path) -> str:
-    try:
-        if path.is_file():  # never open a FIFO or device: reading it could block for ever
-            return file_digest(path)
-    except OSError:
-        pass
-    return "unreadable:" + hashlib.sha256(str(path).encode()).hexdigest()
 
 
 def made_by(**values: Any) -> tuple[tuple[str, str], ...]:

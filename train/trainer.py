@@ -16,6 +16,7 @@ import numpy as np
 
 from cxr.core import __version__
 from cxr.core.calibration import Confidence, confidence, with_temperature
+from cxr.core.corrections import Applied, Correction, correct, read_corrections
 from cxr.core.datasets import DataRoot, class_counts, model_classes, scan_roots, source_names, stratified_split
 from cxr.core.errors import DatasetError
 from cxr.core.figures import plot_curves
@@ -117,6 +118,7 @@ class TrainResult:
     test_near_copies: list[NearCopy] = field(default_factory=list)
     lung_prior: LungPriorFit | None = None  # when the model has one
     precision: Precision = "float32"  # what the frozen layers' features were computed in
+    corrections: Applied = field(default_factory=Applied)  # --corrections, per source and split
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class _Filled:
     test_copies: list[str]
     val_near_copies: list[NearCopy]  # moved from validation into training
     test_near_copies: list[NearCopy]
+    corrections: Applied
 
 
 def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResult:
@@ -144,6 +147,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     roots = roots or scan_roots(list(config.data), config.classes, config.class_map)
     class_names = model_classes(roots)
     weights = resolve_weights(config.weights)  # before the slow part: a bad --weights fails at once
+    corrections = read_corrections(config.corrections, class_names)
     masks = lung_prior.masks_of(roots) if config.lung_prior is not False else []
     if config.lung_prior is None:  # by default, wherever there are masks to measure it on
         config = replace(config, lung_prior=bool(masks))
@@ -164,7 +168,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
 
         t0 = time.perf_counter()
         with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
-            filled = _fill_stores(config, net, roots, class_names, stores, layers)
+            filled = _fill_stores(config, net, roots, class_names, corrections, stores, layers)
             checkpoint("features")
             splits = filled.splits
             arrays = {layer: store.array() for layer, store in zip(layers, stores)}
@@ -230,6 +234,7 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
         test_near_copies=filled.test_near_copies,
         lung_prior=prior,
         precision=config.precision,
+        corrections=filled.corrections,
     )
     if writes_results(config.distribute):
         _write_run_record(config, net.model, result, history)
@@ -241,6 +246,7 @@ def _fill_stores(
     net: TransferModel,
     roots: list[DataRoot],
     class_names: list[str],
+    corrections: list[Correction],
     stores: list[RowStore],
     layers: list[str | None],
 ) -> _Filled:
@@ -252,9 +258,10 @@ def _fill_stores(
     through the early blocks twice."""
     read = functools.partial(load_image, size=config.image_size, contrast=config.contrast)
     steps = [_step(net, before, layer, config.precision) for before, layer in zip([None, *layers], layers)]
+    listings, applied = _corrected({split: listed(roots, split, class_names) for split in ("train", "test")}, corrections, config, class_names)
     readable, skipped = {}, []
-    for split in ("train", "test"):
-        examples, failed = fill(stores, steps, listed(roots, split, class_names), read, config.strict, f"Features ({split})")
+    for split, listing in listings.items():
+        examples, failed = fill(stores, steps, listing, read, config.strict, f"Features ({split})")
         readable[split] = examples
         skipped += failed
     train_all = readable["train"]
@@ -279,7 +286,31 @@ def _fill_stores(
         [str(path) for path, digest in zip(test.paths, test.digests) if digest in trained_on],
         val_copies,
         test_near,
+        applied,
     )
+
+
+def _corrected(
+    listings: dict[str, Examples], corrections: list[Correction], config: TrainConfig, class_names: list[str]
+) -> tuple[dict[str, Examples], Applied]:
+    """The splits' films after ``corrections`` (dropped or relabelled by content), and what was
+    applied, counted per source and split ("Covid19-dataset/train")."""
+    names = source_names(list(config.data))
+    splits = [split for split, examples in listings.items() for _ in examples.paths]
+    everything = Examples(
+        [path for examples in listings.values() for path in examples.paths],
+        np.concatenate([examples.labels for examples in listings.values()]),
+        np.concatenate([examples.sources for examples in listings.values()]),
+        [digest for examples in listings.values() for digest in examples.digests],
+    )
+    where = [f"{names[source]}/{split}" for source, split in zip(everything.sources, splits)]
+    done = correct(everything.digests, everything.labels, where, corrections, class_names, config.corrections)
+    if done.applied.unmatched:
+        log.warning("%d corrections matched no film: %s", len(done.applied.unmatched), ", ".join(c.file for c in done.applied.unmatched))
+    kept = everything.subset(done.keep)
+    kept.labels = np.asarray(done.labels, np.int64)
+    split_of = np.asarray([splits[i] for i in done.keep])
+    return {split: kept.subset(np.flatnonzero(split_of == split)) for split in listings}, done.applied
 
 
 def _set_lung_prior(net: TransferModel, masks: list[Path], config: TrainConfig) -> LungPriorFit:
@@ -424,6 +455,7 @@ def _write_run_record(
             "test": [asdict(copy) for copy in result.test_near_copies],
         },
         "lung_prior": asdict(result.lung_prior) if result.lung_prior else None,
+        "corrections": asdict(result.corrections),
         "distribute": {"strategy": config.distribute, "replicas": result.replicas},
         "calibration": {"temperature": result.trust.temperature, "fitted_on": result.trust.fitted_on},
         "ood": {
