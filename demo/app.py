@@ -14,9 +14,10 @@ from cxr.runtime.metadata import ModelInfo
 from cxr.runtime.predictor import Prediction, Predictor
 
 NOTICE = (
-    "**Research demo, not a diagnosis.** The model learned from a small public data set in which "
-    "Normal and Viral Pneumonia patients are children and most Covid patients adults; it can be "
-    "confidently wrong on X-rays from elsewhere."
+    "**Research demo, not a diagnosis.** The model learned from public collections of adults' and "
+    "children's films: Covid means COVID-19, and (trained as the README's default) Viral Pneumonia "
+    "means pneumonia that is not COVID-19, children's and adults', viral and bacterial. It can be "
+    "confidently wrong on X-rays from hospitals it never saw."
 )
 EXAMPLES_PER_CLASS = 2
 
@@ -145,6 +146,8 @@ def model_card_brief(info: ModelInfo) -> str:
         [
             "### Model",
             f"- Classes: {', '.join(info.class_names)}",
+            *[f"- {name} also holds the training data's {', '.join(folders)} films" for name, folders in info.merged_folders.items()],
+            *corrections_line(info),
             f"- Trained on {trained_on} images ({info.input.height}x{info.input.width} input, contrast: {info.input.contrast})",
             f"- Test accuracy: {test_line}",
             f"- Version: cxr {info.versions.get('cxr', '?')}, created {info.created}",
@@ -158,6 +161,13 @@ def model_card_brief(info: ModelInfo) -> str:
             ),
         ]
     )
+
+
+def corrections_line(info: ModelInfo) -> list[str]:
+    """The label corrections training applied, in one line (none for a model trained without)."""
+    applied = info.metrics.get("corrections") or {}
+    total = sum(sum(actions.values()) for actions in applied.get("counts", {}).values())
+    return [f"- Label corrections: {total} training and test films dropped or relabelled by content (cxr-train --corrections)"] if total else []
 
 
 def example_files(folder: Path) -> list[tuple[Path, str]]:

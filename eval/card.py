@@ -62,6 +62,7 @@ def write_model_card(
         "",
         "## Model",
         f"- Classes (output order): {', '.join(names)}",
+        *[f"- {name} also holds the training data's {', '.join(folders)} films" for name, folders in info.merged_folders.items()],
         f"- Input: {info.input.height}x{info.input.width} RGB, 0-255 pixels; contrast: {info.input.contrast}; "
         f"graph: {info.preprocessing.get('in_graph', 'n/a')}",
         f"- Quantization: {info.quantization}",

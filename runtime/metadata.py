@@ -116,6 +116,16 @@ class ModelInfo:
         return tuple(self.recipe.get("class_map", {}).items())
 
     @property
+    def merged_folders(self) -> dict[str, list[str]]:
+        """Each class that training filled from other folders too, with those folders' names (the
+        README's default: "Viral Pneumonia" also holds "Bacterial Pneumonia" and "Non-COVID")."""
+        merged: dict[str, list[str]] = {}
+        for folder, target in self.class_map:
+            if target:
+                merged.setdefault(target, []).append(folder)
+        return merged
+
+    @property
     def cell_pixels(self) -> float:
         """Input pixels per heat-map cell, across (32 for VGG16's 7x7 map of a 224-pixel input)."""
         return self.input.width / self.heatmaps.grid[1] if self.heatmaps else 0.0
