@@ -21,13 +21,15 @@ def feature_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CXR_SHARED", ROOT.parent / "shared"))
-# The README's default model is trained on every shared collection, bacterial films as pneumonia and
-# tuberculosis films left out (a disease the model has no class for).
+# The README's default model is trained on every shared collection, bacterial films and adults'
+# non-COVID infections as pneumonia, tuberculosis films left out (a disease the model has no class
+# for), with the corrections of Covid19-dataset's labels that ship with cxr.
 REAL_DATA = [
     SHARED / "data" / name
-    for name in ("Covid19-dataset", "Covid19-radiography-subset", "Pediatric-pneumonia-subset", "NLM-tuberculosis-subset")
+    for name in ("Covid19-dataset", "Covid19-radiography-subset", "Pediatric-pneumonia-subset", "NLM-tuberculosis-subset", "COVID-QU-Ex-subset")
 ]
-REAL_CLASS_MAP = (("Bacterial Pneumonia", "Viral Pneumonia"), ("Tuberculosis", ""))
+REAL_CLASS_MAP = (("Bacterial Pneumonia", "Viral Pneumonia"), ("Non-COVID", "Viral Pneumonia"), ("COVID-19", "Covid"), ("Tuberculosis", ""))
+REAL_CORRECTIONS = (ROOT / "corrections" / "Covid19-dataset.csv",)
 WEIGHTS_TOOL = SHARED / "tools" / "vgg16-imagenet-weights"
 
 
@@ -84,7 +86,7 @@ def real_weights(real_data: list[Path]) -> Path:
 
 @pytest.fixture(scope="session")
 def real_data() -> list[Path]:
-    """The four collections in ../shared (CI has them); without them the real tests skip and say so."""
+    """The five collections in ../shared (CI has them); without them the real tests skip and say so."""
     for root in REAL_DATA:
         if not root.is_dir():
             pytest.skip(f"real data set not found at {root}")
