@@ -119,7 +119,7 @@ def heads(weights: str, seeds: list[int]) -> None:
     from lung_heads import COLLECTIONS, EARLIER, EARLIER_GRID, GRID, block5_of, cached_block4, fit, four_collections, predicted
 
     from cxr.core.datasets import stratified_split
-    from cxr.core.masks import mask_for
+    from cxr.runtime.masks import mask_for
     from cxr.train.inputs import sample_weights
     from cxr.train.lung_prior import measure
     from cxr.train.model import FEATURES

@@ -96,7 +96,7 @@ def segmenter_input(images: list[Image.Image]) -> np.ndarray:
 
 
 def masked_films(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    from cxr.core.masks import mask_for, read_mask
+    from cxr.runtime.masks import mask_for, read_mask
     from cxr.runtime.imaging import read_rgb
 
     films = [(path, mask) for path in paths if (mask := mask_for(path))]
@@ -187,7 +187,7 @@ def features(paths: list[Path], cutter, backbone, size: int, contrast: str) -> t
 
 def prior_as_cut(paths: list[Path], boxes: np.ndarray, size: int, power: float) -> np.ndarray:
     """Each cell's share on the lungs in the masks beside ``paths``, each mask cut as its film was."""
-    from cxr.core.masks import mask_for
+    from cxr.runtime.masks import mask_for
 
     shares = []
     for path, box in zip(paths, boxes):

@@ -103,7 +103,7 @@ def predicted(features, prior, kernel, bias) -> np.ndarray:
 
 def evidence_on_lungs(features, masks, prior, kernel, bias, size) -> float:
     """Mean share of the predicted class's positive evidence on each film's own mask (cxr-eval's figure)."""
-    from cxr.core.masks import read_mask
+    from cxr.runtime.masks import read_mask
     from cxr.eval.lungs import share_on
 
     classes = predicted(features, prior, kernel, bias)
@@ -161,7 +161,7 @@ def main(
     only: list[str] = typer.Option([], "--variant", help="Only the variants whose names start so (repeat); default: all."),
 ) -> None:
     from cxr.core.datasets import stratified_split
-    from cxr.core.masks import mask_for
+    from cxr.runtime.masks import mask_for
     from cxr.train.inputs import sample_weights
     from cxr.train.lung_prior import cells_on_lungs
     from cxr.train.model import FEATURES

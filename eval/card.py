@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cxr.core.files import write_text
 from cxr.runtime.metadata import ModelInfo
@@ -11,9 +10,8 @@ from cxr.runtime.metadata import ModelInfo
 from .looks import MeanMap
 from .lungs import LungShare
 from .metrics import Metrics
+from .results import Corrected, OodCheck
 
-if TYPE_CHECKING:  # report imports this module
-    from .report import Corrected, OodCheck
 
 LIMITATIONS = [
     "In the reference data set (Kaggle 'Covid-19 Image Dataset') the Normal and Viral Pneumonia "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.core.masks import mask_for, read_mask
+from cxr.runtime.masks import mask_for, read_mask
 from cxr.runtime.heatmaps import raised, upsample
 from cxr.runtime.predictor import Prediction
 

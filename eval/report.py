@@ -6,7 +6,7 @@ import logging
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cxr.core.calibration import with_temperature
-from cxr.core.corrections import Applied, Correction, correct, read_corrections
+from cxr.core.corrections import Correction, correct, read_corrections
 from cxr.core.datasets import class_folders, file_digests, files_under, labelled_files, mapped_folders, only_classes, open_sources
 from cxr.core.errors import CxrError, DatasetError, ModelError
 from cxr.core.figures import (
@@ -37,62 +37,12 @@ from .card import correction_table, lung_lines, ood_lines, source_table, trust_t
 from .looks import MeanMap, MeanMaps
 from .lungs import LungEvidence, LungShare
 from .metrics import Metrics, compute_metrics
+from .results import Corrected, EvalResult, Mistake, OodCheck
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
 CORRECT_PER_CLASS = 3  # correct predictions drawn with their heat maps, per class
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Mistake:
-    file: str
-    true: str
-    predicted: str
-    probabilities: dict[str, float]
-
-    @property
-    def probability(self) -> float:
-        return self.probabilities[self.predicted]
-
-
-@dataclass
-class OodCheck:
-    """How the out-of-distribution gate tells a folder of other images from the evaluated ones."""
-
-    folder: str
-    scores: dict[str, float]  # each readable image of the folder, by path
-    refused: list[str]  # the folder's files the runtime would not read (too small, not an image, ...)
-    flagged: float  # share of the folder's readable images flagged
-    roc_auc: float  # the chance that an image of the folder scores above an evaluated one
-    threshold: float
-
-    @property
-    def passed(self) -> list[str]:
-        """The folder's images the gate let through."""
-        return [path for path, score in self.scores.items() if score <= self.threshold]
-
-
-@dataclass
-class EvalResult:
-    data: list[Path]  # the folder-per-class sets that were evaluated, one per data root
-    metrics: Metrics  # all of them together
-    sources: dict[str, Metrics]  # each data root's own, when there are several
-    mistakes: list[Mistake]
-    skipped: list[str]
-    written: list[Path]
-    ood: OodCheck | None = None  # with --ood
-    lungs: list[LungShare] = field(default_factory=list)  # where the films have lung masks
-    corrected: Corrected | None = None  # with --corrections: the same with corrected labels
-
-
-@dataclass
-class Corrected:
-    """Metrics with the labels after --corrections, beside those with the source's labels."""
-
-    metrics: Metrics
-    sources: dict[str, Metrics]
-    applied: Applied
 
 
 def splits_of(data: Path) -> dict[str, Path]:

@@ -261,7 +261,7 @@ def test_eval_ood_needs_a_folder_and_a_gated_model(exported, dataset: Path, tmp_
 def test_evidence_on_the_lungs_where_films_have_masks(exported, dataset: Path, tmp_path: Path) -> None:
     """A collection laid out as CLASS/images + CLASS/masks: the report, metrics and card give each
     class's share of the positive evidence on the lungs, beside the lungs' share of the image."""
-    from cxr.core.masks import read_mask
+    from cxr.runtime.masks import read_mask
     from cxr.eval.lungs import share_on
     from cxr.runtime.predictor import Predictor
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from cxr.core.datasets import DataRoot
 from cxr.core.errors import DatasetError
-from cxr.core.masks import mask_for, read_mask
+from cxr.runtime.masks import mask_for, read_mask
 
 LAYER = "lung_prior"
 # The prior is each cell's share on the lungs raised to this power: cells that are lung in only some

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr.runtime.imaging import RESAMPLING
+from .imaging import RESAMPLING
 
 MASKS = "masks"
 
