@@ -87,12 +87,12 @@ def scored(predictor, files: dict[str, list[Path]]) -> Score:
     recall = {name: float(right[labels == label_of[paths[0]]].mean()) for name, paths in files.items() if paths}
     flagged = [p.in_distribution is False for p in said]
     honesty = confidence(probabilities, labels)
-    names = predictor.info.class_names
+    index = {name.casefold(): i for i, name in enumerate(predictor.info.class_names)}  # "COVID" without Covid19-dataset
     called = probabilities.argmax(axis=1)
 
     def share_called(true: str, as_class: str) -> float | None:
-        mine = labels == names.index(true)
-        return float(np.mean(called[mine] == names.index(as_class))) if mine.any() else None
+        mine = labels == index[true.casefold()]
+        return float(np.mean(called[mine] == index[as_class.casefold()])) if mine.any() else None
 
     return Score(
         float(right.mean()), recall, honesty.ece, honesty.ece_by_chance, statistics.mean(flagged),
@@ -118,7 +118,7 @@ def unseen_disease(predictor, root: Path) -> tuple[dict[str, float], float]:
     from cxr.core.datasets import class_folders
 
     said = list(predictor.predict_files(class_folders(root / "test")[UNSEEN]))
-    called = {name: statistics.mean(p.label == name for p in said) for name in predictor.info.class_names}
+    called = {name: statistics.mean(p.label.casefold() == name.casefold() for p in said) for name in ("Covid", "Normal", PNEUMONIA)}
     return called, statistics.mean(not p.in_distribution for p in said)
 
 

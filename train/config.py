@@ -89,8 +89,10 @@ class TrainConfig:
     fine_tune_epochs: int = 8
     fine_tune_learning_rate: float = 3e-5
     # Images per fine-tuning epoch, drawn afresh each epoch, as many from each --balance group (which
-    # then needs no loss weights): fine-tuning is most of a run's time. 0: every training image.
-    fine_tune_sample: int = 0
+    # then needs no loss weights): fine-tuning is most of a run's time, and every film of the five
+    # collections would take the README's run past 20 minutes (docs/RESULTS.md, "Five collections").
+    # 0: every training image, loss-weighted.
+    fine_tune_sample: int = 1200
     distribute: Distribute = "none"
 
     def __post_init__(self) -> None:
