@@ -40,7 +40,7 @@ class ModelRecipe:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The defaults are the best recipe measured (benchmarks/recipes.py); REFERENCE_RECIPE undoes them."""
+    """The defaults are the best recipe measured (research/recipes.py); REFERENCE_RECIPE undoes them."""
 
     data: tuple[Path, ...]  # data roots or kaggle:OWNER/NAME handles (a single Path is taken as one)
     out: Path = Path("artifacts")

@@ -1,6 +1,6 @@
 """Does a recipe's model keep working on X-rays exposed differently? Accuracy under exposure shifts.
 
-    python benchmarks/exposure.py --data ../shared/data/Covid19-dataset --weights PATH [--seeds 5]
+    python research/exposure.py --data ../shared/data/Covid19-dataset --weights PATH [--seeds 5]
 
 Another hospital's scanner and settings give the same chest another gray-level curve. Each recipe is
 trained with seeds 0..N-1; its model then reads the held-out validation images and the test images

@@ -1,7 +1,7 @@
 """Ways to make the model read the lungs, compared in seconds: heads trained on cached features.
 
-    python benchmarks/lung_heads.py --weights PATH [--seeds 0 --seeds 1 --seeds 2]
-    python benchmarks/lung_heads.py --weights PATH --bacterial "" --variant none   # bacterial films left out
+    python research/lung_heads.py --weights PATH [--seeds 0 --seeds 1 --seeds 2]
+    python research/lung_heads.py --weights PATH --bacterial "" --variant none   # bacterial films left out
 
 Every variant trains the default recipe's head (Flatten, dropout 0.5, label smoothing 0.1, Adam 1e-3,
 8 epochs, loss balanced by collection and class) on the frozen VGG16 base's block5_pool features of

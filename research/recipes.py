@@ -1,7 +1,7 @@
 """Candidate training recipes over seeds on the real data: which options pay for themselves.
 
-    python benchmarks/recipes.py --data ../shared/data/Covid19-dataset --weights PATH [--only NAME ...]
-    python benchmarks/recipes.py --data A --data B --only "two: ..."     # several collections
+    python research/recipes.py --data ../shared/data/Covid19-dataset --weights PATH [--only NAME ...]
+    python research/recipes.py --data A --data B --only "two: ..."     # several collections
 
 Each candidate runs with seeds 0..N-1. Choices are made on the validation column (the test split
 only reports). Prints a Markdown table: mean and min test accuracy, mean validation accuracy and

@@ -1,7 +1,7 @@
 """Lung-centred input, measured before it is built: does cropping each film to its lungs help a
 collection the model never saw?
 
-    python benchmarks/lung_crop.py --weights PATH [--seeds 0 --seeds 1 --seeds 2] [--epochs 30]
+    python research/lung_crop.py --weights PATH [--seeds 0 --seeds 1 --seeds 2] [--epochs 30]
 
 A small U-Net (four levels, 16-128 filters, 128x128 equalized gray input, Dice plus cross-entropy,
 random zoom, shift, rotation and gamma) learns the lungs from the masks beside the NLM train films
@@ -9,7 +9,7 @@ and is scored by Dice on the NLM test masks. Every film of the four shared colle
 to the box around the U-Net's lungs (its pieces of at least a fifth of the largest, widened by
 MARGIN on each side; the whole film where it finds under 3% lung), optionally with what lies outside
 the (dilated) lungs painted mid-gray, and read by the runtime's imaging code and the frozen VGG16
-to block5_pool. The default recipe's head is trained on those features as benchmarks/lung_heads.py
+to block5_pool. The default recipe's head is trained on those features as research/lung_heads.py
 trains it (no fine-tuning), with and without a lung prior measured on the cropped masks.
 
 Prints, per variant and mean over seeds: the lowest collection's validation accuracy (the

@@ -2,7 +2,7 @@
 Mahalanobis distance of the pooled map the head reads) against the same at other depths, the energy
 score and the maximum softmax probability, on a trained model.
 
-    python benchmarks/ood.py --artifacts artifacts
+    python research/ood.py --artifacts artifacts
 
 Each Mahalanobis candidate is fitted on the model's own training split as cxr-train fits the shipped
 one (cxr.train.ood), and every candidate's threshold follows the same rule on the validation split.

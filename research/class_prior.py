@@ -1,7 +1,7 @@
 """Why Covid19-dataset's films are misread: the class prior that balancing by collection and class
 implies, and what moving a class boundary (Covid's, Viral Pneumonia's) does to each collection.
 
-    python benchmarks/class_prior.py --artifacts artifacts [--weights PATH] [--seeds 0 --seeds 1]
+    python research/class_prior.py --artifacts artifacts [--weights PATH] [--seeds 0 --seeds 1]
 
 Balancing by collection and class (the default) gives each (collection, class) cell the same share of
 the loss, so with the four shared collections, which hold some of the classes each, the training prior
@@ -11,7 +11,7 @@ is Normal 4/9, Viral Pneumonia 3/9, Covid 2/9. Two measurements:
    in its ``metrics.json``): each collection's validation and test accuracy, and the recall of the
    class moved and of Normal, with an offset added to every film's Covid log-probability (0 is the
    model as it is), then to its Viral Pneumonia log-probability instead; and a figure (``--figure``).
-2. With ``--weights``: the default's head on cached features (``benchmarks/lung_heads.py``, with the
+2. With ``--weights``: the default's head on cached features (``research/lung_heads.py``, with the
    lung prior) trained with each cell's share of the loss as today, and with each class's share equal
    and each collection's equal within its class (a uniform class prior), over ``--seeds``.
 """

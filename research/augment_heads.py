@@ -1,7 +1,7 @@
 """Augmentation against acquisition signatures, measured on heads: does showing each training film as
 another department might have framed and marked it help a collection the model never saw?
 
-    python benchmarks/augment_heads.py --weights PATH [--seeds 0 --seeds 1 --seeds 2]
+    python research/augment_heads.py --weights PATH [--seeds 0 --seeds 1 --seeds 2]
 
 Each train film gets one altered copy (fixed seed): cut to a random 75-100% of its width and of its
 height at a random place (so framing, scale and aspect differ), and in half of them a burned-in
@@ -9,8 +9,8 @@ marker (a white letter L, R, A or P) in a random corner. No gamma or contrast ch
 equalizes each resized film's histogram, which undoes any monotonic change of its gray levels. The
 copies are read by the runtime's imaging code and the frozen VGG16 to block5_pool (about 6 minutes on
 2 CPU cores); the films themselves come from cxr-train's feature cache. The default recipe's head
-(benchmarks/lung_heads.py) is trained on the films with and without their copies, with and without
-today's lung prior, and scored as benchmarks/lung_crop.py scores it (validation and test films are
+(research/lung_heads.py) is trained on the films with and without their copies, with and without
+today's lung prior, and scored as research/lung_crop.py scores it (validation and test films are
 never altered): mean over seeds of the lowest collection's validation accuracy, the mean
 leave-one-collection-out validation accuracy, and each held-out collection's test accuracy and
 Normal recall.
