@@ -35,20 +35,23 @@ def real_run(real_data: list[Path], real_weights: Path, tmp_path_factory: pytest
     return train(TrainConfig(data=tuple(real_data), out=out, weights=str(real_weights), seed=0, class_map=REAL_CLASS_MAP, corrections=REAL_CORRECTIONS))
 
 
-# Seed 0 of the default on an AVX-512 BF16 EPYC (no AMX), from the runtime: MEASURED. Each floor is
-# about 10 films (Normal: 3-15) under its figure, several times the 4 films a CPU's rounding has moved
-# seed 0 between a CPU with AMX and one without.
+# Seed 0 of the default on an AVX-512 BF16 EPYC (no AMX), read by the runtime: Covid19-dataset 0.909
+# with its corrected labels (Normal recall 0.90), the radiography subset 0.873 (0.76), the pediatric
+# subset 0.967 (0.96), NLM 0.985 (0.985), COVID-QU-Ex 0.852 (0.78). Each floor is about 10 films
+# (Normal: 6-16) under its figure, several times the 4 films a CPU's rounding has moved seed 0 between
+# a CPU with AMX and one without.
 FLOORS = {
     "Covid19-dataset": (0.77, 0.70),
-    "Covid19-radiography-subset": (0.86, 0.75),
+    "Covid19-radiography-subset": (0.83, 0.60),
     "Pediatric-pneumonia-subset": (0.93, 0.85),
     "NLM-tuberculosis-subset": (0.85, 0.85),
-    "COVID-QU-Ex-subset": (0.85, 0.80),
+    "COVID-QU-Ex-subset": (0.80, 0.65),
 }
-# COVID-QU-Ex's test Non-COVID films called Covid: MEASURED at seed 0 (the model without this
-# collection: 64 of 98).
-NON_COVID_AS_COVID_CEILING = 0.2
-# Share of the evidence on the lungs of the test Normal films, each with its own mask: MEASURED.
+# COVID-QU-Ex's test Non-COVID films called Covid: 14 of 98 at seed 0 (the four-collection model,
+# which never saw an adult with non-COVID pneumonia: 64); the ceiling allows 10 more.
+NON_COVID_AS_COVID_CEILING = 0.25
+# Share of the evidence on the lungs of the test Normal films, each with its own mask: 0.64 on NLM's,
+# 0.65 on COVID-QU-Ex's at seed 0 (lungs cover about a quarter of each film; 0.18 without the prior).
 LUNG_FLOOR = 0.5
 TRAIN_FILMS = 251 + 900 + 1200 + 270 + 1196 - 4  # 4 of Covid19-dataset's train films dropped by the corrections
 TEST_FILMS = 66 + 300 + 300 + 67 + 298
@@ -74,7 +77,7 @@ def test_real_model_learns_every_collection(real_run) -> None:
     assert real_run.class_names == ["Covid", "Normal", "Viral Pneumonia"]
     assert real_run.splits["train"].count + real_run.splits["val"].count == TRAIN_FILMS
     assert real_run.splits["test"].count == TEST_FILMS
-    assert real_run.splits["train"].accuracy >= 0.9  # MEASURED
+    assert real_run.splits["train"].accuracy >= 0.9  # 0.964 at seed 0 without the corrections; 0.9 is ~300 films below
     tests = {name: splits["test"] for name, splits in real_run.sources.items()}
     for name, (accuracy, normal) in FLOORS.items():
         assert tests[name].accuracy >= accuracy, name
@@ -128,20 +131,19 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
     images = load_folder(real_data[0] / "test", fp32.info.class_names, fp32.prepare).images
     assert_maps_add_up(fp32, images)
 
-    # The fixture's cheaper model (a 720-film draw an epoch) leaves more films on a class boundary
-    # than the default, whose INT8 agrees on 99.5-99.7% (cxr-export's floor is 99%): 0.992 (6 of 733
-    # films) for seed 0 trained on an AVX-512 EPYC, 0.996 with float32 features, 0.989 (8) trained on
-    # a CPU with AMX, every film that changed class within 0.06 of a tie in FP32. With 7-bit weights
-    # every CPU computes the same integers for a given model (full 8-bit weights gave 0.937 on a CPU
-    # without VNNI), so the floor here is 0.98, about twice the films that swing.
+    # INT8 picks FP32's class on 99.1% of the 1,031 test films at seed 0 (cxr-export's floor is 99%);
+    # every film that changes class lies near a tie in FP32, and a CPU's rounding moves which ones
+    # (98.9-99.6% for earlier defaults by CPU). With 7-bit weights every CPU computes the same integers
+    # for a given model (full 8-bit weights gave 0.937 on a CPU without VNNI), so the floor here is
+    # 0.98, about twice the films that swing.
     int8 = export_int8(fp32_path, fp32_path.with_name("model.int8.onnx"), real_data, min_agreement=0.98)
     # Folders mapped as training mapped them: the pediatric subset's 100 "Bacterial Pneumonia" test
     # films count as Viral Pneumonia, the NLM subset's tuberculosis films are left out.
     assert int8.test_images == TEST_FILMS
     assert int8.agreement >= 0.98
     # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
-    assert int8.map_correlation >= 0.95  # 0.9981, with the lung prior (the default on AMX: 0.9988)
-    assert int8.flag_agreement >= 0.97  # the gate survives quantization: 0.999 (the default on AMX: 1.000)
+    assert int8.map_correlation >= 0.95  # 0.9985 at seed 0
+    assert int8.flag_agreement >= 0.97  # the gate survives quantization: 0.997 at seed 0
 
 
 def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
@@ -157,10 +159,10 @@ def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
 
     val = real_run.splits["val"]
     assert val.loss <= val.uncalibrated.loss + 1e-6  # T minimises it; T = 1 was among the candidates
-    assert 0.3 < real_run.trust.temperature < 3  # 0.66; the default's 0.58 (AMX) and 0.59-0.61 over seeds
+    assert 0.3 < real_run.trust.temperature < 3  # 0.66 at seed 0
     for name in real_run.sources:
-        # Flagged test films: 1 of 66, 8 of 300 (the default: 2-3 of 66, 11 of 300). The threshold lets 97.5%
-        # of each source's validation films through; 0.12 allows 7 of 66 and 36 of 300.
+        # Flagged test films at seed 0: at most 3.4% of a collection's (COVID-QU-Ex). The threshold lets
+        # 97.5% of each source's validation films through; 0.12 allows 7 of 66 and 36 of 300.
         assert real_run.sources[name]["test"].flagged <= 0.12, name
 
     fp32_path = real_run.model_path.with_suffix(".onnx")  # written by test_real_export_parity
@@ -170,10 +172,10 @@ def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
     outcomes = {Path(o.file).name: o for o in predictor.predict_files(files_under(not_xrays))}
     samples = [outcomes[p.name] for p in sample_images() if isinstance(outcomes.get(p.name), Prediction)]
     assert len(samples) == 26  # every scikit-image sample is readable (exact)
-    # Flagged: 26 of 26 at seed 0 (the default: 26 of 26 on both CPUs, 25 at seeds 1-2); 0.85 allows 3 through.
+    # Flagged: 26 of 26 at seed 0; 0.85 allows 3 through.
     assert sum(not s.in_distribution for s in samples) / len(samples) >= 0.85
     made = [o for o in outcomes.values() if isinstance(o, Prediction)]
-    # 34 of 34 at seed 0 (the default: 34 on both CPUs, 33 at seeds 1-2); 0.85 allows 5 through.
+    # 34 of 34 at seed 0; 0.85 allows 5 through.
     assert sum(not o.in_distribution for o in made) / len(made) >= 0.85
 
 
