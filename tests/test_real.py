@@ -35,26 +35,27 @@ def real_run(real_data: list[Path], real_weights: Path, tmp_path_factory: pytest
     return train(TrainConfig(data=tuple(real_data), out=out, weights=str(real_weights), seed=0, class_map=REAL_CLASS_MAP, corrections=REAL_CORRECTIONS))
 
 
-# Seed 0 of the default on an AVX-512 BF16 EPYC (no AMX), read by the runtime: Covid19-dataset 0.909
-# with its corrected labels (Normal recall 0.90), the radiography subset 0.873 (0.76), the pediatric
-# subset 0.967 (0.96), NLM 0.985 (0.985), COVID-QU-Ex 0.852 (0.78). Each floor is about 10 films
-# (Normal: 6-16) under its figure, several times the 4 films a CPU's rounding has moved seed 0 between
+# Seed 0 of the default on an AVX-512 BF16 EPYC (no AMX), read by the runtime: Covid19-dataset 0.864
+# with its corrected labels (Normal recall 0.85), the radiography subset 0.890 (0.90), the pediatric
+# subset 0.967 (0.97), NLM 0.985 (0.985), COVID-QU-Ex 0.849 (0.93). Each floor is about 10 films
+# (Normal: 4-15) under its figure, several times the 4 films a CPU's rounding has moved seed 0 between
 # a CPU with AMX and one without.
 FLOORS = {
-    "Covid19-dataset": (0.77, 0.70),
-    "Covid19-radiography-subset": (0.83, 0.60),
+    "Covid19-dataset": (0.74, 0.65),
+    "Covid19-radiography-subset": (0.85, 0.75),
     "Pediatric-pneumonia-subset": (0.93, 0.85),
     "NLM-tuberculosis-subset": (0.85, 0.85),
-    "COVID-QU-Ex-subset": (0.80, 0.65),
+    "COVID-QU-Ex-subset": (0.80, 0.80),
 }
-# COVID-QU-Ex's test Non-COVID films called Covid: 14 of 98 at seed 0 (the four-collection model,
-# which never saw an adult with non-COVID pneumonia: 64); the ceiling allows 10 more.
+# COVID-QU-Ex's test Non-COVID films called Covid: 16 of 98 at seed 0 (the four-collection model,
+# which never saw an adult with non-COVID pneumonia: 64); the ceiling allows 8 more.
 NON_COVID_AS_COVID_CEILING = 0.25
-# Share of the evidence on the lungs of the test Normal films, each with its own mask: 0.64 on NLM's,
+# Share of the evidence on the lungs of the test Normal films, each with its own mask: 0.63 on NLM's,
 # 0.65 on COVID-QU-Ex's at seed 0 (lungs cover about a quarter of each film; 0.18 without the prior).
 LUNG_FLOOR = 0.5
-TRAIN_FILMS = 251 + 900 + 1200 + 270 + 1196 - 4  # 4 of Covid19-dataset's train films dropped by the corrections
-TEST_FILMS = 66 + 300 + 300 + 67 + 298
+IN_FOLDERS = 66 + 300 + 300 + 67 + 298  # test films of the model's classes, as the folders hold them
+TRAIN_FILMS = 251 + 900 + 1200 + 270 + 1196 - 21  # the corrections leave out 21 of Covid19-dataset's train films
+TEST_FILMS = IN_FOLDERS - 1  # and 1 of its test films
 
 
 def labelled_test_files(real_data: list[Path]) -> list[tuple[Path, str]]:
@@ -84,9 +85,9 @@ def test_real_model_learns_every_collection(real_run) -> None:
         assert normal_recall(tests[name]) >= normal, name
     non_covid = tests["COVID-QU-Ex-subset"].confusion[2]  # its Non-COVID films, as Viral Pneumonia
     assert non_covid[0] / sum(non_covid) <= NON_COVID_AS_COVID_CEILING
-    # Every shipped correction matches a film: 21 train films (17 relabelled, 4 dropped), 1 test film.
+    # Every shipped correction matches a film and leaves it out: 21 train films, 1 test film.
     applied = real_run.corrections
-    assert applied.counts == {"Covid19-dataset/train": {"relabel": 17, "drop": 4}, "Covid19-dataset/test": {"relabel": 1}}
+    assert applied.counts == {"Covid19-dataset/train": {"drop": 21}, "Covid19-dataset/test": {"drop": 1}}
     assert applied.unmatched == []
     # The lung prior is measured on every training film with a mask: NLM's Normal films (Tuberculosis
     # is left out) and all of COVID-QU-Ex's.
@@ -139,7 +140,7 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
     int8 = export_int8(fp32_path, fp32_path.with_name("model.int8.onnx"), real_data, min_agreement=0.98)
     # Folders mapped as training mapped them: the pediatric subset's 100 "Bacterial Pneumonia" test
     # films count as Viral Pneumonia, the NLM subset's tuberculosis films are left out.
-    assert int8.test_images == TEST_FILMS
+    assert int8.test_images == IN_FOLDERS
     assert int8.agreement >= 0.98
     # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
     assert int8.map_correlation >= 0.95  # 0.9985 at seed 0
