@@ -132,7 +132,7 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
     images = load_folder(real_data[0] / "test", fp32.info.class_names, fp32.prepare).images
     assert_maps_add_up(fp32, images)
 
-    # INT8 picks FP32's class on 99.1% of the 1,031 test films at seed 0 (cxr-export's floor is 99%);
+    # INT8 picks FP32's class on 99.0% of the 1,031 test films at seed 1 (cxr-export's floor is 99%);
     # every film that changes class lies near a tie in FP32, and a CPU's rounding moves which ones
     # (98.9-99.6% for earlier defaults by CPU). With 7-bit weights every CPU computes the same integers
     # for a given model (full 8-bit weights gave 0.937 on a CPU without VNNI), so the floor here is
@@ -143,8 +143,8 @@ def test_real_maps_are_exact_and_survive_int8(real_run, real_data: list[Path]) -
     assert int8.test_images == IN_FOLDERS
     assert int8.agreement >= 0.98
     # Pearson correlation of each test image's maps, INT8 against FP32, averaged over the test split.
-    assert int8.map_correlation >= 0.95  # 0.9985 at seed 0
-    assert int8.flag_agreement >= 0.97  # the gate survives quantization: 0.997 at seed 0
+    assert int8.map_correlation >= 0.95  # 0.9983 at seed 1
+    assert int8.flag_agreement >= 0.97  # the gate survives quantization: 0.999 at seed 1
 
 
 def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
@@ -160,7 +160,7 @@ def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
 
     val = real_run.splits["val"]
     assert val.loss <= val.uncalibrated.loss + 1e-6  # T minimises it; T = 1 was among the candidates
-    assert 0.3 < real_run.trust.temperature < 3  # 0.66 at seed 0
+    assert 0.3 < real_run.trust.temperature < 3  # 0.62 at seed 1
     for name in real_run.sources:
         # Flagged test films at seed 0: at most 3.4% of a collection's (COVID-QU-Ex). The threshold lets
         # 97.5% of each source's validation films through; 0.12 allows 7 of 66 and 36 of 300.
@@ -173,10 +173,10 @@ def test_real_calibration_and_gate(real_run, not_xrays: Path) -> None:
     outcomes = {Path(o.file).name: o for o in predictor.predict_files(files_under(not_xrays))}
     samples = [outcomes[p.name] for p in sample_images() if isinstance(outcomes.get(p.name), Prediction)]
     assert len(samples) == 26  # every scikit-image sample is readable (exact)
-    # Flagged: 26 of 26 at seed 0; 0.85 allows 3 through.
+    # Flagged: 26 of 26 at seed 1; 0.85 allows 3 through.
     assert sum(not s.in_distribution for s in samples) / len(samples) >= 0.85
     made = [o for o in outcomes.values() if isinstance(o, Prediction)]
-    # 34 of 34 at seed 0; 0.85 allows 5 through.
+    # 34 of 34 at seed 1; 0.85 allows 5 through.
     assert sum(not o.in_distribution for o in made) / len(made) >= 0.85
 
 
