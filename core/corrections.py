@@ -43,6 +43,11 @@ class Applied:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # source -> action -> films
     unmatched: list[Correction] = field(default_factory=list)
 
+    @classmethod
+    def from_json(cls, data: dict) -> Applied:
+        """Read back what ``asdict`` wrote (the run record, the model file's metadata)."""
+        return cls(list(data["files"]), dict(data["counts"]), [Correction(**row) for row in data["unmatched"]])
+
     @property
     def total(self) -> int:
         return sum(sum(actions.values()) for actions in self.counts.values())

@@ -147,7 +147,7 @@ def model_card_brief(info: ModelInfo) -> str:
             "### Model",
             f"- Classes: {', '.join(info.class_names)}",
             *[f"- {name} also holds the training data's {', '.join(folders)} films" for name, folders in info.merged_folders.items()],
-            *corrections_line(info),
+            *([f"- Label corrections: {info.corrections.total} training and test films dropped or relabelled by content (cxr-train --corrections)"] if info.corrections and info.corrections.total else []),
             f"- Trained on {trained_on} images ({info.input.height}x{info.input.width} input, contrast: {info.input.contrast})",
             f"- Test accuracy: {test_line}",
             f"- Version: cxr {info.versions.get('cxr', '?')}, created {info.created}",
@@ -161,13 +161,6 @@ def model_card_brief(info: ModelInfo) -> str:
             ),
         ]
     )
-
-
-def corrections_line(info: ModelInfo) -> list[str]:
-    """The label corrections training applied, in one line (none for a model trained without)."""
-    applied = info.metrics.get("corrections") or {}
-    total = sum(sum(actions.values()) for actions in applied.get("counts", {}).values())
-    return [f"- Label corrections: {total} training and test films dropped or relabelled by content (cxr-train --corrections)"] if total else []
 
 
 def example_files(folder: Path) -> list[tuple[Path, str]]:

@@ -79,7 +79,8 @@ def write_model_card(
     for split, values in splits.items():
         counts = [values.get("per_class", {}).get(name, 0) for name in names]
         lines.append(f"| {split} | " + " | ".join(map(str, counts)) + f" | {sum(counts)} |")
-    lines += _correction_lines(info)
+    if info.corrections:
+        lines += ["", f"Label corrections in training ({', '.join(Path(f).name for f in info.corrections.files)}): {info.corrections.summary()}."]
     lines += [
         "",
         "## Metrics",
@@ -103,16 +104,6 @@ def write_model_card(
     ]
     write_text(target, "\n".join(lines))
     return target
-
-
-def _correction_lines(info: ModelInfo) -> list[str]:
-    """What label corrections training applied (cxr-train --corrections), per source and split."""
-    applied = info.metrics.get("corrections") or {}
-    if not applied.get("files"):
-        return []
-    counts = "; ".join(f"{where}: " + ", ".join(f"{n} {action}" for action, n in sorted(actions.items())) for where, actions in applied["counts"].items())
-    missed = f" {len(applied['unmatched'])} matched no film." if applied.get("unmatched") else ""
-    return ["", f"Label corrections applied in training ({', '.join(Path(f).name for f in applied['files'])}): {counts or 'none matched'}.{missed}"]
 
 
 def reading_lines(info: ModelInfo) -> list[str]:

@@ -200,8 +200,6 @@ def _corrected(
     counted as their new class."""
     paths = [path for path, _ in items]
     done = correct(file_digests(paths), [label for _, label in items], [source_of[str(p)] for p in paths], fixes, info.class_names, files)
-    if done.applied.unmatched:
-        log.warning("%d corrections matched no evaluated film", len(done.applied.unmatched))
     true_of = {str(paths[i]): info.class_names[label] for i, label in zip(done.keep, done.labels)}
     kept = [p for p in predictions if p.file in true_of]
     by_source = {source: [p for p in kept if source_of[p.file] == source] for source in dict.fromkeys(source_of.values())}

@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from cxr.core.corrections import Applied
 from cxr.core.errors import ModelError
 
 from .imaging import CONTRASTS
@@ -124,6 +125,12 @@ class ModelInfo:
             if target:
                 merged.setdefault(target, []).append(folder)
         return merged
+
+    @property
+    def corrections(self) -> Applied | None:
+        """The label corrections training applied (cxr-train --corrections); None without any."""
+        applied = self.metrics.get("corrections")
+        return Applied.from_json(applied) if applied and applied["files"] else None
 
     @property
     def cell_pixels(self) -> float:

@@ -305,8 +305,6 @@ def _corrected(
     )
     where = [f"{names[source]}/{split}" for source, split in zip(everything.sources, splits)]
     done = correct(everything.digests, everything.labels, where, corrections, class_names, config.corrections)
-    if done.applied.unmatched:
-        log.warning("%d corrections matched no film: %s", len(done.applied.unmatched), ", ".join(c.file for c in done.applied.unmatched))
     kept = everything.subset(done.keep)
     kept.labels = np.asarray(done.labels, np.int64)
     split_of = np.asarray([splits[i] for i in done.keep])
