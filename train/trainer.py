@@ -319,18 +319,19 @@ def _set_lung_prior(net: TransferModel, masks: list[Path], config: TrainConfig) 
 
 
 def _near_copies(readable: dict[str, Examples], fitted: Examples, held: Examples, config: TrainConfig) -> tuple[list[NearCopy], list[NearCopy]]:
-    """The validation and the test images within copies.NEAR_BITS of a training image, by either hash."""
+    """The validation images within copies.NEAR_BITS of a film that trains, and the test images
+    within it of any train-folder film (validation included, as for byte-for-byte copies), by
+    either hash."""
     with open_stores([copies.SPEC], keep=config.cache) as (hashes,):
         for examples in readable.values():
             fill([hashes], [lambda codes: codes], examples, copies.mean_hashes, strict=False, description="Near-copies")
         codes = hashes.array()
-        trained = codes[hashes.rows_of(fitted.digests)]
 
-        def near(examples: Examples) -> list[NearCopy]:
-            bits, index = copies.nearest(codes[hashes.rows_of(examples.digests)], trained)
-            return [NearCopy(str(examples.paths[i]), str(fitted.paths[index[i]]), int(bits[i])) for i in np.flatnonzero(bits <= copies.NEAR_BITS)]
+        def near(examples: Examples, among: Examples) -> list[NearCopy]:
+            bits, index = copies.nearest(codes[hashes.rows_of(examples.digests)], codes[hashes.rows_of(among.digests)])
+            return [NearCopy(str(examples.paths[i]), str(among.paths[index[i]]), int(bits[i])) for i in np.flatnonzero(bits <= copies.NEAR_BITS)]
 
-        return near(held), near(readable["test"])
+        return near(held, fitted), near(readable["test"], readable["train"])
 
 
 def _fit_trust(
