@@ -70,3 +70,21 @@ def with_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarra
     scaled -= scaled.max(axis=1, keepdims=True)
     exp = np.exp(scaled)
     return exp / exp.sum(axis=1, keepdims=True)
+
+
+# The range T is searched in, as log T. Published models need 1-3 (Guo et al.), label smoothing pulls
+# it under 1. The bounds matter when the model is right on every validation image: then the likelihood
+# only grows as T shrinks, and T stops at the lower bound instead of making every answer certain.
+_LOG_T_RANGE = (np.log(0.25), np.log(4.0))
+
+
+def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The T that minimises the negative log-likelihood of softmax(logits / T) on these images."""
+    from scipy.optimize import minimize_scalar  # in the extras that fit (train, adapt); predicting never does
+
+    found = minimize_scalar(
+        lambda log_t: negative_log_likelihood(with_temperature(probabilities, np.exp(log_t)), labels),
+        bounds=_LOG_T_RANGE,
+        method="bounded",
+    )
+    return float(np.exp(found.x))

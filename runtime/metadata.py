@@ -64,6 +64,29 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class Adaptation:
+    """What cxr-adapt did to a model for one site: its films, the strength chosen (None: adapting did
+    not help and was forced), and the cross-validated recall per class before and after."""
+
+    site: str
+    films: dict[str, int]  # per class
+    base_model: str  # SHA-256 of the file adapted
+    strength: float | None  # how hard the head was pulled toward the base's (adapt.fit)
+    strengths: dict[str, float]  # each strength tried -> its cross-validated balanced accuracy
+    temperature: float  # the factor on the base's temperature, fitted on the out-of-fold predictions
+    before: dict[str, float]  # the base model's cross-validated recall per class (no fitting: its own)
+    after: dict[str, float]  # the adapted head's, out of fold
+    gate_pass_before: float  # share of the site's films under the gate's threshold
+    gate_pass_after: float
+
+    @property
+    def summary(self) -> str:
+        films = ", ".join(f"{name} {count}" for name, count in self.films.items())
+        before, after = (sum(recalls.values()) / len(recalls) for recalls in (self.before, self.after))
+        return f"adapted to {self.site} ({films} films): cross-validated balanced accuracy {before:.3f} -> {after:.3f}"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     class_names: list[str]  # in the order of the model's output
     input: InputSpec
@@ -76,6 +99,7 @@ class ModelInfo:
     heatmaps: HeatmapSpec | None = None  # None in models exported before evidence maps
     ood: OodSpec | None = None  # None in models exported before the out-of-distribution gate
     calibration: Calibration | None = None  # None in models exported before temperature scaling
+    adaptation: Adaptation | None = None  # set by cxr-adapt
 
     def to_metadata(self) -> dict[str, str]:
         props = {f"{_PREFIX}format": FORMAT}
@@ -139,4 +163,4 @@ class ModelInfo:
 
 
 # Fields added after the format's first release: absent from older model files, read as None.
-_ADDED: dict[str, type] = {"heatmaps": HeatmapSpec, "ood": OodSpec, "calibration": Calibration}
+_ADDED: dict[str, type] = {"heatmaps": HeatmapSpec, "ood": OodSpec, "calibration": Calibration, "adaptation": Adaptation}

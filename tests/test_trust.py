@@ -49,7 +49,7 @@ def test_temperature_keeps_the_class_and_undoes_itself() -> None:
 
 def test_fitted_temperature_recovers_an_overconfident_model() -> None:
     pytest.importorskip("scipy", reason="the train extra (scipy) fits the temperature")
-    from cxr.train.calibration import fit_temperature
+    from cxr.core.calibration import fit_temperature
 
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, (4000, 3))
@@ -101,7 +101,7 @@ def test_the_fitted_temperature_never_raises_the_loss_it_fits(seed: int) -> None
     """What temperature scaling guarantees on the images it is fitted on, whatever the model: T = 1
     is among the candidates, so the minimum is never worse."""
     pytest.importorskip("scipy", reason="the train extra (scipy) fits the temperature")
-    from cxr.train.calibration import fit_temperature
+    from cxr.core.calibration import fit_temperature
 
     rng = np.random.default_rng(seed)
     probabilities = softmax(rng.normal(0, rng.uniform(0.5, 6), (rng.integers(20, 200), 3)))

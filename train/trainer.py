@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from cxr.core import __version__
-from cxr.core.calibration import Confidence, confidence, with_temperature
+from cxr.core.calibration import Confidence, confidence, fit_temperature, with_temperature
 from cxr.core.corrections import Applied, Correction, correct, read_corrections
 from cxr.core.datasets import DataRoot, class_counts, model_classes, scan_roots, source_names, stratified_split
 from cxr.core.errors import DatasetError
@@ -25,7 +25,7 @@ from cxr.core.progress import checkpoint
 from cxr.runtime.imaging import load_image
 
 from . import copies, lung_prior, ood, precision
-from .calibration import fit_temperature, fold_temperature
+from .calibration import fold_temperature
 from .config import Precision, TrainConfig
 from .distribute import strategy_scope, writes_results
 from .inputs import Batches, Examples, Step, balance_groups, fill, listed, on_batch, open_stores, predict, sample_weights, store_specs
