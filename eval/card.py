@@ -180,7 +180,7 @@ def lung_lines(lungs: list[LungShare]) -> list[str]:
     return lines
 
 
-# What the gate is for and where it stops, measured in docs/RESULTS.md ("Out-of-distribution gate").
+# What the gate is for and where it stops, measured in research/HISTORY.md ("Out-of-distribution gate").
 GATE_CATCHES = (
     "It catches images whose features are far from every class of the training X-rays: photos, "
     "screenshots, a text page, microscopy, a retina, a CT phantom, noise and patterns (33-34 of 34 "

@@ -65,7 +65,7 @@ class TrainConfig:
     # next run on the same images skips that pass; False computes it into a temporary folder.
     cache: bool = True
     # bfloat16 halves the frozen pass on CPUs with AVX-512 BF16 or AMX, and the exported float32
-    # model's accuracy holds; fine-tuning in bfloat16 too cost it (docs/RESULTS.md, "bfloat16 features").
+    # model's accuracy holds; fine-tuning in bfloat16 too cost it (research/HISTORY.md, "bfloat16 features").
     precision: Precision = "auto"
     # Find validation and test images that copy a training image (train/copies.py): the first train
     # instead, the second are reported. Off only for data whose distinct images look alike at 16x16.
@@ -74,12 +74,12 @@ class TrainConfig:
     preprocess: Preprocess = "scale"
     head: Head = "flatten"
     # Regularised, because one stratum is small (60 children's Normal films in Covid19-dataset):
-    # chosen on validation accuracy per source (docs/RESULTS.md, "Two collections").
+    # chosen on validation accuracy per source (research/HISTORY.md, "Two collections").
     dropout: float = 0.5
     augment: bool = False
     # Multiply the last feature map by how often each cell is lung in the training films that have
     # masks (train/lung_prior.py), so evidence off the lungs counts for little. None: wherever a
-    # training film has a mask (chosen on validation, docs/RESULTS.md, "Reading the lungs").
+    # training film has a mask (chosen on validation, research/HISTORY.md, "Reading the lungs").
     lung_prior: bool | None = None
     label_smoothing: float = 0.1
     balance: Balance = "source-class"

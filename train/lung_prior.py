@@ -23,7 +23,7 @@ LAYER = "lung_prior"
 # The prior is each cell's share on the lungs raised to this power: cells that are lung in only some
 # films (the heart's border, the diaphragm's) count for less. Leave-one-collection-out validation
 # cannot tell 1-4 apart; 3 is the least whose fine-tuned model puts most of the evidence on the
-# lungs (docs/RESULTS.md, "Reading the lungs").
+# lungs (research/HISTORY.md, "Reading the lungs").
 SHARPNESS = 3.0
 
 

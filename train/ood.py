@@ -4,7 +4,7 @@ Squared Mahalanobis distance (Lee et al. 2018) of the globally average-pooled la
 the head reads) to the nearest class mean, under one covariance shared by the classes and shrunk
 (Ledoit-Wolf), all fitted on the training images. Written with keras.ops, so the same function scores
 the validation images in training and becomes part of the exported graph. Why this layer and not
-another, nor the energy score or the top probability: docs/RESULTS.md, "When it does not know".
+another, nor the energy score or the top probability: research/HISTORY.md, "When it does not know".
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sklearn.covariance import LedoitWolf
 from .model import FEATURES
 
 # The map the head reads. Block 5's last convolution, before pooling, separates with more margin, but
-# tapping it costs the INT8 model 15% in latency; this one costs nothing (docs/RESULTS.md).
+# tapping it costs the INT8 model 15% in latency; this one costs nothing (research/HISTORY.md, "When it does not know").
 LAYER = FEATURES
 FILE = "ood.npz"  # the fitted Gaussians, in the run record beside model.keras
 OUTPUT = "ood_score"  # the exported model's output

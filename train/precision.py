@@ -2,7 +2,7 @@
 
 A run's first pass takes the frozen VGG16 blocks over every film, once. On CPUs with AVX-512 BF16
 or AMX, oneDNN runs those convolutions in bfloat16 twice as fast as in float32, and the features come
-out about 1% (relative) off float32's (docs/RESULTS.md, "bfloat16 features"). Only that pass changes:
+out about 1% (relative) off float32's (research/HISTORY.md, "bfloat16 features"). Only that pass changes:
 the layers that train are fitted in float32 (in bfloat16 they cost the exported model's accuracy),
 and the saved model, its ONNX export and the runtime are float32.
 """
