@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,9 @@ from cxr.core.progress import checkpoint, phase
 from cxr.runtime.imaging import PREPROCESSING, load_image
 from cxr.runtime.metadata import Calibration, HeatmapSpec, InputSpec, ModelInfo, OodSpec
 from cxr.train import ood
-from cxr.train.config import Head, ModelRecipe
+from cxr.train.config import Head
 from cxr.train.model import EVIDENCE, PROBABILITIES, in_graph_preprocessing, with_evidence_maps
+from cxr.train.record import RunRecord, SplitMetrics
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -54,36 +54,35 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
 
     ``data`` is a data root for the parity check; by default the one the model was trained on.
     """
-    config, metrics = _run_record(model_path)
+    if not model_path.is_file():
+        raise ModelError(f"{located(model_path)}: no such model file (train one with cxr-train)")
+    record = RunRecord.read(model_path.parent)
+    config = record.config
     model = _load_keras(model_path)
-    size = int(config["image_size"])
-    class_names = list(config["class_names"])
-    # The first root: its class folders are spelled as the model's classes. (Run records from before
-    # several roots hold one path.)
-    trained_on = config["data"] if isinstance(config["data"], list) else [config["data"]]
-    roots = [open_root(Path(root)) for root in ([data] if data else trained_on)]
-    data = roots[0]
-    contrast = config.get("contrast", "none")  # run records from before the option have none
-    images = _parity_images(data, class_names, size, contrast)
-    recipe = _model_recipe(config)
+    class_names = record.class_names
+    roots = [open_root(Path(root)) for root in ([data] if data else config.data)]
+    data = roots[0]  # its class folders are spelled as the model's classes
+    images = _parity_images(data, class_names, config.image_size, config.contrast)
+    recipe = config.model_recipe
 
     gaussians = _gaussians(model_path)
     explained = ood.with_score(with_evidence_maps(model, recipe), gaussians)
+    size = config.image_size
     spec = (tf.TensorSpec((None, size, size, 3), tf.float32, name="image"),)
     checkpoint("converting")
     with phase("Converting to ONNX (tf2onnx)"):
         proto, _ = tf2onnx.convert.from_keras(explained, input_signature=spec, opset=OPSET)
     info = ModelInfo(
         class_names=class_names,
-        input=InputSpec(height=size, width=size, contrast=contrast),
+        input=InputSpec(height=size, width=size, contrast=config.contrast),
         preprocessing={**PREPROCESSING, "in_graph": in_graph_preprocessing(recipe)},
-        recipe={k: v for k, v in config.items() if k not in ("data", "out", "class_names")},
+        recipe={k: v for k, v in config.to_json().items() if k not in ("data", "out")},
         metrics={
-            "splits": _summaries(metrics["splits"]),
-            "sources": {source: _summaries(splits) for source, splits in metrics.get("sources", {}).items()},
-            "corrections": metrics.get("corrections"),  # None in runs from before --corrections
+            "splits": _summaries(record.splits),
+            "sources": {source: _summaries(splits) for source, splits in record.sources.items()},
+            "corrections": dataclasses.asdict(record.corrections),
         },
-        versions={**metrics["versions"], "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
+        versions={**record.versions, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__},
         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         heatmaps=HeatmapSpec(
             output=EVIDENCE,
@@ -93,11 +92,11 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
         ),
         ood=OodSpec(
             output=ood.OUTPUT,
-            threshold=metrics["ood"]["threshold"],
-            score=metrics["ood"]["score"],
-            validation_pass=metrics["ood"]["validation_pass"],
+            threshold=record.ood.threshold,
+            score=record.ood.score,
+            validation_pass=record.ood.validation_pass,
         ),
-        calibration=Calibration(temperature=metrics["calibration"]["temperature"], method=CALIBRATION),
+        calibration=Calibration(temperature=record.calibration.temperature, method=CALIBRATION),
     )
     onnx.helper.set_model_props(proto, info.to_metadata())
     proto.doc_string = "cxr chest X-ray classifier (research and teaching, not diagnosis)"
@@ -137,25 +136,8 @@ def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.nda
     return float(np.max(np.abs(expected - got))), float(np.max(np.abs(from_maps - got))), float(score_diff)
 
 
-def _summaries(splits: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """What the model file keeps of each split's metrics (not the confusion matrix): each kept key the
-    run recorded (a run from before ece_by_chance existed lacks it)."""
-    kept = ("accuracy", "loss", "ece", "ece_by_chance", "uncalibrated", "flagged", "count", "per_class")
-    return {name: {key: split[key] for key in kept if key in split} for name, split in splits.items()}
-
-
-def _run_record(model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    if not model_path.is_file():
-        raise ModelError(f"{located(model_path)}: no such model file (train one with cxr-train)")
-    try:
-        config = json.loads((model_path.parent / "config.json").read_text())
-        metrics = json.loads((model_path.parent / "metrics.json").read_text())
-    except (OSError, ValueError) as error:
-        raise ModelError(
-            f"{model_path.parent}: the run record (config.json, metrics.json) written by cxr-train "
-            f"is missing or damaged ({error})"
-        ) from None
-    return config, metrics
+def _summaries(splits: dict[str, SplitMetrics]) -> dict[str, dict[str, Any]]:
+    return {name: split.summary() for name, split in splits.items()}
 
 
 def _gaussians(model_path: Path) -> ood.ClassGaussians:
@@ -169,11 +151,6 @@ def _gaussians(model_path: Path) -> ood.ClassGaussians:
         return ood.ClassGaussians.load(saved)
     except (OSError, ValueError, KeyError) as error:
         raise ModelError(f"{saved}: damaged ({first_line(error)}); train the model again") from None
-
-
-def _model_recipe(config: dict[str, Any]) -> ModelRecipe:
-    known = {f.name for f in dataclasses.fields(ModelRecipe)}
-    return ModelRecipe(**{k: v for k, v in config.items() if k in known})
 
 
 def _load_keras(model_path: Path) -> keras.Model:

@@ -16,7 +16,7 @@ from cxr.runtime.imaging import Contrast
 from .config import REFERENCE_RECIPE, Balance, Distribute, Head, Precision, Preprocess, TrainConfig
 
 if TYPE_CHECKING:  # the trainer imports Keras, which only the command itself waits for
-    from .trainer import SplitMetrics
+    from .record import SplitMetrics
 
 app = new_app(__doc__)
 _DEFAULTS = TrainConfig(data=Path())

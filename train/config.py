@@ -6,7 +6,7 @@ Each choice is declared here once, as a Literal type that TrainConfig, the code 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -105,6 +105,16 @@ class TrainConfig:
     @property
     def model_recipe(self) -> ModelRecipe:
         return ModelRecipe(self.preprocess, self.head, self.dropout, self.augment, bool(self.lung_prior))
+
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> TrainConfig:
+        """Read back what ``to_json`` wrote (config.json); keys of other tools are left aside."""
+        known = {f.name for f in fields(cls)}
+        read = {name: value for name, value in values.items() if name in known}
+        read["class_map"] = tuple(dict(values.get("class_map", {})).items())
+        read["out"] = Path(values.get("out", cls.out))
+        read.setdefault("contrast", "none")  # records from before the option: no contrast step
+        return cls(**read)
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)

@@ -7,15 +7,14 @@ import importlib
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
 
 from cxr.core import __version__
-from cxr.core.calibration import Confidence, confidence, fit_temperature, with_temperature
+from cxr.core.calibration import confidence, fit_temperature, with_temperature
 from cxr.core.corrections import Applied, Correction, correct, read_corrections
 from cxr.core.datasets import DataRoot, class_counts, model_classes, scan_roots, source_names, stratified_split
 from cxr.core.errors import DatasetError
@@ -30,23 +29,11 @@ from .config import Precision, TrainConfig
 from .distribute import strategy_scope, writes_results
 from .inputs import Batches, Examples, Step, balance_groups, fill, listed, on_batch, open_stores, predict, sample_weights, store_specs
 from .model import LUNG_PRIOR, PROBABILITIES, TransferModel, build_model, cut_layer
+from .record import CalibrationFit, Distribution, GateFit, LungPriorFit, NearCopies, NearCopy, RunRecord, SplitMetrics
 from .store import RowStore
 from .weights import resolve_weights
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SplitMetrics:
-    accuracy: float
-    loss: float  # of the calibrated probabilities, which the model file gives
-    ece: float
-    ece_by_chance: float  # a perfectly calibrated model's ECE with these probabilities (core.calibration)
-    count: int
-    per_class: dict[str, int]  # images of each class the split has (a source may lack some)
-    confusion: list[list[int]]  # rows: true class, columns: predicted class; all the model's classes
-    uncalibrated: Confidence  # the same before temperature scaling
-    flagged: float  # share of images the out-of-distribution gate flags
 
 
 @dataclass(frozen=True)
@@ -90,15 +77,6 @@ class _EpochLog(keras.callbacks.Callback):
         checkpoint("fitting")
 
 
-@dataclass(frozen=True)
-class NearCopy:
-    """A validation or test image that is a copy of a training image, maybe resized or re-contrasted."""
-
-    file: str
-    train_file: str
-    bits: int  # how many of the hash's 256 bits differ (copies.NEAR_BITS at most)
-
-
 @dataclass
 class TrainResult:
     model_path: Path
@@ -119,12 +97,6 @@ class TrainResult:
     lung_prior: LungPriorFit | None = None  # when the model has one
     precision: Precision = "float32"  # what the frozen layers' features were computed in
     corrections: Applied = field(default_factory=Applied)  # --corrections, per source and split
-
-
-@dataclass(frozen=True)
-class LungPriorFit:
-    grid: list[list[float]]  # each cell's share on the lungs
-    films: int  # training films with a mask, that it was measured on
 
 
 @dataclass
@@ -439,34 +411,25 @@ def _write_run_record(
     config: TrainConfig, model: keras.Model, result: TrainResult, history: dict[str, list[float]]
 ) -> None:
     out = config.out
-    record: dict[str, Any] = {
-        "class_names": result.class_names,
-        "splits": {name: asdict(m) for name, m in result.splits.items()},
-        "sources": {source: {name: asdict(m) for name, m in splits.items()} for source, splits in result.sources.items()},
-        "skipped": result.skipped,
-        "validation_files": result.validation_files,
-        "seconds": result.seconds,
-        "cached_images": result.cached,
-        "test_copies_of_train": result.test_copies,
-        "near_copies": {
-            "method": f"{copies.METHOD}, at most {copies.NEAR_BITS} of 256 bits apart",
-            "validation_moved_to_train": [asdict(copy) for copy in result.val_near_copies],
-            "test": [asdict(copy) for copy in result.test_near_copies],
-        },
-        "lung_prior": asdict(result.lung_prior) if result.lung_prior else None,
-        "corrections": asdict(result.corrections),
-        "distribute": {"strategy": config.distribute, "replicas": result.replicas},
-        "calibration": {"temperature": result.trust.temperature, "fitted_on": result.trust.fitted_on},
-        "ood": {
-            "score": ood.SCORE,
-            "threshold": result.trust.threshold,
-            "validation_pass": ood.VALIDATION_PASS,
-            "fitted_on": result.trust.fitted_on,
-            "training_images": result.trust.gaussians.count,
-            "shrinkage": result.trust.gaussians.shrinkage,
-        },
-        "versions": _versions(),
-    }
+    trust = result.trust
+    record = RunRecord(
+        config=config,
+        class_names=result.class_names,
+        splits=result.splits,
+        sources=result.sources,
+        calibration=CalibrationFit(trust.temperature, trust.fitted_on),
+        ood=GateFit(ood.SCORE, trust.threshold, ood.VALIDATION_PASS, trust.fitted_on, trust.gaussians.count, trust.gaussians.shrinkage),
+        versions=_versions(),
+        corrections=result.corrections,
+        skipped=result.skipped,
+        validation_files=result.validation_files,
+        seconds=result.seconds,
+        cached_images=result.cached,
+        test_copies_of_train=result.test_copies,
+        near_copies=NearCopies(f"{copies.METHOD}, at most {copies.NEAR_BITS} of 256 bits apart", result.val_near_copies, result.test_near_copies),
+        lung_prior=result.lung_prior,
+        distribute=Distribution(config.distribute, result.replicas),
+    )
     history = {key: [float(v) for v in values] for key, values in history.items()}
     # Written together: a kill part-way leaves the previous model and its own run record.
     files = [result.model_path, out / "config.json", out / "history.json", out / "metrics.json", out / ood.FILE]
@@ -474,7 +437,7 @@ def _write_run_record(
         model.save(model_file)
         checkpoint("writing")
         result.trust.gaussians.save(gaussians_file)
-        dump_json(config_file, {**config.to_json(), "class_names": result.class_names})
+        dump_json(config_file, record.config_json())
         dump_json(history_file, history)
-        dump_json(metrics_file, record)
+        dump_json(metrics_file, record.metrics_json())
     plot_curves(history, out / "curves.png")
