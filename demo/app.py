@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
@@ -28,38 +29,7 @@ def build_app(predictor: Predictor, examples: list[tuple[Path, str]] | None = No
     """The Blocks app; its ``predict`` endpoint is also the API (``api_name="predict"``)."""
     names = predictor.info.class_names
     has_maps = predictor.info.heatmaps is not None
-
-    def predict(path: str | None) -> tuple[dict[str, float] | None, dict[str, object] | None, Prediction | None]:
-        """The API's answer, the upload's probabilities (none, as no class is an answer, when the
-        gate flags the image) and its details, and the prediction with its input and maps (decoded
-        once) for the page."""
-        if path is None:  # the upload was cleared
-            return None, None, None
-        try:
-            # Name the file as the user knows it, not by Gradio's temporary path.
-            prediction = predictor.predict(path, name=Path(path).name, heatmaps="all" if has_maps else "none")
-        except CxrError as error:
-            # An expected refusal: one log line, not Gradio's traceback.
-            log.warning("refused an upload: %s", error)
-            raise gr.Error(str(error), print_exception=False) from None
-        answer = None if prediction.in_distribution is False else prediction.probabilities
-        return answer, details(prediction), prediction
-
-    def show(prediction: Prediction | None) -> tuple[np.ndarray | None, str | None, np.ndarray | None, gr.Label, gr.Markdown]:
-        """The model input, the predicted class's heat map over it, and for an image the gate flags,
-        the warning and the probabilities with no class heading them."""
-        unlike = prediction is not None and prediction.in_distribution is False
-        if unlike:
-            label = gr.Label(value=prediction.probabilities, show_heading=False, label="Probabilities: not an answer for this image")
-        else:
-            label = gr.Label(show_heading=True, label="Prediction")
-        warning = gr.Markdown(unlike_warning(prediction, predictor.info) if unlike else "", visible=unlike)
-        if prediction is None or prediction.heatmaps is None:
-            return None, None, None, label, warning
-        return prediction.heatmaps.image, prediction.label, prediction.heatmaps.overlay(prediction.label), label, warning
-
-    def redraw(prediction: Prediction | None, class_name: str) -> np.ndarray | None:
-        return prediction.heatmaps.overlay(class_name) if prediction and prediction.heatmaps else None
+    predict, show, redraw = _handlers(predictor)
 
     with gr.Blocks(title="cxr: chest X-ray classifier") as app:
         gr.Markdown("# cxr: chest X-ray classifier")
@@ -97,6 +67,46 @@ def build_app(predictor: Predictor, examples: list[tuple[Path, str]] | None = No
         )
         shown_class.input(redraw, inputs=[prediction, shown_class], outputs=heatmap, api_visibility="private")
     return app
+
+
+def _handlers(predictor: Predictor) -> tuple[Callable, Callable, Callable]:
+    """The app's three event handlers: an upload's prediction, the page's view of it, and the heat
+    map of another class."""
+    has_maps = predictor.info.heatmaps is not None
+
+    def predict(path: str | None) -> tuple[dict[str, float] | None, dict[str, object] | None, Prediction | None]:
+        """The API's answer, the upload's probabilities (none, as no class is an answer, when the
+        gate flags the image) and its details, and the prediction with its input and maps (decoded
+        once) for the page."""
+        if path is None:  # the upload was cleared
+            return None, None, None
+        try:
+            # Name the file as the user knows it, not by Gradio's temporary path.
+            prediction = predictor.predict(path, name=Path(path).name, heatmaps="all" if has_maps else "none")
+        except CxrError as error:
+            # An expected refusal: one log line, not Gradio's traceback.
+            log.warning("refused an upload: %s", error)
+            raise gr.Error(str(error), print_exception=False) from None
+        answer = None if prediction.in_distribution is False else prediction.probabilities
+        return answer, details(prediction), prediction
+
+    def show(prediction: Prediction | None) -> tuple[np.ndarray | None, str | None, np.ndarray | None, gr.Label, gr.Markdown]:
+        """The model input, the predicted class's heat map over it, and for an image the gate flags,
+        the warning and the probabilities with no class heading them."""
+        unlike = prediction is not None and prediction.in_distribution is False
+        if unlike:
+            label = gr.Label(value=prediction.probabilities, show_heading=False, label="Probabilities: not an answer for this image")
+        else:
+            label = gr.Label(show_heading=True, label="Prediction")
+        warning = gr.Markdown(unlike_warning(prediction, predictor.info) if unlike else "", visible=unlike)
+        if prediction is None or prediction.heatmaps is None:
+            return None, None, None, label, warning
+        return prediction.heatmaps.image, prediction.label, prediction.heatmaps.overlay(prediction.label), label, warning
+
+    def redraw(prediction: Prediction | None, class_name: str) -> np.ndarray | None:
+        return prediction.heatmaps.overlay(class_name) if prediction and prediction.heatmaps else None
+
+    return predict, show, redraw
 
 
 def details(prediction: Prediction) -> dict[str, object]:

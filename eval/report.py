@@ -122,17 +122,7 @@ def evaluate(
     names = info.class_names
     local = open_sources(roots)
     folders = [evaluation_split(root) for root in local.values()]
-    found = [class_folders(folder) for folder in folders]
-    spelt = {name.casefold() for files in found for name in files}
-    for folder, _ in class_map:
-        if folder.casefold() not in spelt:
-            raise DatasetError(f"--class-map {folder!r}: no class folder of that name in {', '.join(map(str, folders))}")
-    renames = info.class_map + class_map  # a later pair wins
-    sourced = [
-        (source, item)
-        for source, files in zip(local, found)
-        for item in labelled_files(only_classes(mapped_folders(files, renames), classes), names)
-    ]
+    sourced = _films(local, folders, info, classes, class_map)
     items = [item for _, item in sourced]
     true_of = {str(path): names[label] for path, label in items}
     source_of = {str(path): source for source, (path, _) in sourced}
@@ -149,26 +139,7 @@ def evaluate(
     lungs = run.lungs.shares()
     corrected = _corrected(predictions, items, source_of, fixes, info, corrections) if corrections else None
 
-    written = [describe_dataset(local, out)]
-    curves = model.parent / "curves.png"  # drawn by cxr-train from its history; copied, not redrawn
-    if curves.is_file():
-        with atomic_path(out / "curves.png") as tmp:
-            shutil.copyfile(curves, tmp)
-        written.append(out / "curves.png")
-    plot_confusion(metrics.confusion, names, out / "confusion.png")
-    written += [out / "confusion.png", *_draw_heatmaps(run.shown, true_of, mean_maps, out)]
-    if info.calibration is not None:
-        groups = {**by_source, "all": predictions} if len(by_source) > 1 else {"all": predictions}
-        plot_reliability([_reliability(name, ps, true_of, info) for name, ps in groups.items() if ps], out / "reliability.png")
-        written.append(out / "reliability.png")
-    if check is not None:
-        plot_ood_scores(
-            {"evaluated X-rays": _scores(predictions), f"--ood {Path(check.folder).name}": np.array(list(check.scores.values()))},
-            check.threshold,
-            out / "ood_scores.png",
-        )
-        written.append(out / "ood_scores.png")
-
+    written = [describe_dataset(local, out), *_figures(model, out, metrics, run, by_source, true_of, mean_maps, check, info)]
     record = {
         "model": str(model),
         "data": [str(folder) for folder in folders],
@@ -186,6 +157,50 @@ def evaluate(
     card = write_model_card(card_path(model), info, metrics, folders, mean_maps, sources, check, lungs)
     written += [out / "metrics.json", out / "report.md", card]
     return EvalResult(folders, metrics, sources, mistakes, skipped, written, check, lungs, corrected)
+
+
+def _films(
+    local: dict[str, Path], folders: list[Path], info: ModelInfo, classes: tuple[str, ...], class_map: tuple[tuple[str, str], ...]
+) -> list[tuple[str, tuple[Path, int]]]:
+    """Every film to evaluate, with its collection: ``(source, (file, class index))``, folders renamed
+    as the model's training did (a later pair of ``class_map`` wins), then only ``classes``."""
+    found = [class_folders(folder) for folder in folders]
+    spelt = {name.casefold() for files in found for name in files}
+    for folder, _ in class_map:
+        if folder.casefold() not in spelt:
+            raise DatasetError(f"--class-map {folder!r}: no class folder of that name in {', '.join(map(str, folders))}")
+    renames = info.class_map + class_map
+    return [
+        (source, item)
+        for source, files in zip(local, found)
+        for item in labelled_files(only_classes(mapped_folders(files, renames), classes), info.class_names)
+    ]
+
+
+def _figures(model: Path, out: Path, metrics: Metrics, run, by_source: dict[str, list[Prediction]], true_of: dict[str, str], mean_maps, check: OodCheck | None, info: ModelInfo) -> list[Path]:
+    """The PNGs: the training curves (cxr-train drew them; copied, not redrawn), the confusion
+    matrix, heat maps, reliability and the gate's scores; the files written."""
+    written = []
+    curves = model.parent / "curves.png"
+    if curves.is_file():
+        with atomic_path(out / "curves.png") as tmp:
+            shutil.copyfile(curves, tmp)
+        written.append(out / "curves.png")
+    plot_confusion(metrics.confusion, info.class_names, out / "confusion.png")
+    written += [out / "confusion.png", *_draw_heatmaps(run.shown, true_of, mean_maps, out)]
+    predictions = run.predictions
+    if info.calibration is not None:
+        groups = {**by_source, "all": predictions} if len(by_source) > 1 else {"all": predictions}
+        plot_reliability([_reliability(name, ps, true_of, info) for name, ps in groups.items() if ps], out / "reliability.png")
+        written.append(out / "reliability.png")
+    if check is not None:
+        plot_ood_scores(
+            {"evaluated X-rays": _scores(predictions), f"--ood {Path(check.folder).name}": np.array(list(check.scores.values()))},
+            check.threshold,
+            out / "ood_scores.png",
+        )
+        written.append(out / "ood_scores.png")
+    return written
 
 
 def _corrected(

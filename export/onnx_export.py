@@ -72,8 +72,37 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
     checkpoint("converting")
     with phase("Converting to ONNX (tf2onnx)"):
         proto, _ = tf2onnx.convert.from_keras(explained, input_signature=spec, opset=OPSET)
-    info = ModelInfo(
-        class_names=class_names,
+    info = _model_info(record, explained, model)
+    onnx.helper.set_model_props(proto, info.to_metadata())
+    proto.doc_string = "cxr chest X-ray classifier (research and teaching, not diagnosis)"
+
+    with atomic_path(out_path) as tmp:
+        onnx.save(proto, tmp)
+        checkpoint("checking")
+        with phase(f"Checking parity with Keras on {len(images)} images"):
+            diff, map_diff, score_diff = parity(explained, tmp, images, np.array(info.heatmaps.bias))
+        if diff > PARITY_TOLERANCE:
+            raise ModelError(
+                f"ONNX output differs from Keras by {diff:.2e} (> {PARITY_TOLERANCE:.0e}); not written"
+            )
+        if map_diff > PARITY_TOLERANCE:
+            raise ModelError(
+                f"the heat maps do not add up to the probabilities (off by {map_diff:.2e}); not written"
+            )
+        if score_diff > SCORE_TOLERANCE:
+            raise ModelError(
+                f"ONNX out-of-distribution score differs from Keras by {score_diff:.2e} (relative, > {SCORE_TOLERANCE:.0e}); not written"
+            )
+    return ExportResult(out_path, diff, map_diff, score_diff, len(images), out_path.stat().st_size, roots)
+
+
+def _model_info(record: RunRecord, explained: keras.Model, model: keras.Model) -> ModelInfo:
+    """The model file's contract, from the run record and the graph."""
+    config = record.config
+    size = config.image_size
+    recipe = config.model_recipe
+    return ModelInfo(
+        class_names=record.class_names,
         input=InputSpec(height=size, width=size, contrast=config.contrast),
         preprocessing={**PREPROCESSING, "in_graph": in_graph_preprocessing(recipe)},
         recipe={k: v for k, v in config.to_json().items() if k not in ("data", "out")},
@@ -98,27 +127,6 @@ def export_onnx(model_path: Path, out_path: Path, data: Path | None = None) -> E
         ),
         calibration=Calibration(temperature=record.calibration.temperature, method=CALIBRATION),
     )
-    onnx.helper.set_model_props(proto, info.to_metadata())
-    proto.doc_string = "cxr chest X-ray classifier (research and teaching, not diagnosis)"
-
-    with atomic_path(out_path) as tmp:
-        onnx.save(proto, tmp)
-        checkpoint("checking")
-        with phase(f"Checking parity with Keras on {len(images)} images"):
-            diff, map_diff, score_diff = parity(explained, tmp, images, np.array(info.heatmaps.bias))
-        if diff > PARITY_TOLERANCE:
-            raise ModelError(
-                f"ONNX output differs from Keras by {diff:.2e} (> {PARITY_TOLERANCE:.0e}); not written"
-            )
-        if map_diff > PARITY_TOLERANCE:
-            raise ModelError(
-                f"the heat maps do not add up to the probabilities (off by {map_diff:.2e}); not written"
-            )
-        if score_diff > SCORE_TOLERANCE:
-            raise ModelError(
-                f"ONNX out-of-distribution score differs from Keras by {score_diff:.2e} (relative, > {SCORE_TOLERANCE:.0e}); not written"
-            )
-    return ExportResult(out_path, diff, map_diff, score_diff, len(images), out_path.stat().st_size, roots)
 
 
 def parity(model: keras.Model, onnx_path: Path, images: np.ndarray, bias: np.ndarray) -> tuple[float, float, float]:

@@ -52,17 +52,7 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path], min_ag
     above 99%, but on features that quantize badly the flags can differ while the classes do not, and
     the file is still worth having (the CLI warns)."""
     fp32 = Predictor(fp32_path, provider="cpu")
-    names = fp32.info.class_names
-    roots = data if isinstance(data, list) else [data]
-    # Calibrated on every root's training images and checked on every root's test split, so that no
-    # collection's range of activations is clipped; class folders mapped as the model's training did.
-    per_root = -(-CALIBRATION_IMAGES // len(roots))
-    calibration = np.concatenate(
-        [load_folder(root / "train", names, fp32.prepare, per_root, "Calibration images", fp32.info.class_map).images for root in roots]
-    )
-    test = np.concatenate(
-        [load_folder(check_split(root), names, fp32.prepare, None, "Agreement images", fp32.info.class_map).images for root in roots]
-    )
+    calibration, test = _calibration_and_test(fp32, data if isinstance(data, list) else [data])
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
@@ -116,6 +106,16 @@ def export_int8(fp32_path: Path, out_path: Path, data: Path | list[Path], min_ag
     return Int8Result(
         out_path, agreement, correlation, flag_agreement, len(test), fp32_path.stat().st_size, out_path.stat().st_size
     )
+
+
+def _calibration_and_test(fp32: Predictor, roots: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated on every root's training images and checked on every root's test split, so that no
+    collection's range of activations is clipped; class folders mapped as the model's training did."""
+    names, mapped = fp32.info.class_names, fp32.info.class_map
+    per_root = -(-CALIBRATION_IMAGES // len(roots))
+    calibration = [load_folder(root / "train", names, fp32.prepare, per_root, "Calibration images", mapped).images for root in roots]
+    test = [load_folder(check_split(root), names, fp32.prepare, None, "Agreement images", mapped).images for root in roots]
+    return np.concatenate(calibration), np.concatenate(test)
 
 
 def _after_base(graph: onnx.GraphProto) -> list[str]:

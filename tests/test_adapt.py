@@ -166,3 +166,22 @@ def test_a_model_without_heat_maps_is_refused(exported, site: Path, tmp_path: Pa
     result = runner.invoke(app, ["--data", str(site), "--model", str(path), "--out", str(tmp_path / "new.onnx")])
     assert_one_line_error(result, "export it again")
     assert not (tmp_path / "new.onnx").exists()
+
+
+def test_adapting_loads_no_tensorflow(exported, site: Path, tmp_path: Path) -> None:
+    """cxr-adapt runs on the edge install: a fresh interpreter adapts a model without TensorFlow."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        from cxr.adapt.site import adapt
+        adapt(Path({str(exported.path)!r}), Path({str(site)!r}), Path({str(tmp_path / "m.onnx")!r}), force=True)
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx", "ray")))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]" and (tmp_path / "m.onnx").is_file()

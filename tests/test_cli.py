@@ -15,6 +15,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from cxr.adapt.cli import app as adapt_app
 from cxr.core import __version__
 from cxr.demo.cli import app as demo_app
 from cxr.eval.cli import app as eval_app
@@ -23,7 +24,7 @@ from cxr.runtime.batch_cli import app as batch_app
 from cxr.runtime.cli import app as predict_app
 from cxr.train.cli import app as train_app
 
-APPS = {"cxr-train": train_app, "cxr-export": export_app, "cxr-predict": predict_app, "cxr-eval": eval_app, "cxr-demo": demo_app, "cxr-batch": batch_app}
+APPS = {"cxr-train": train_app, "cxr-export": export_app, "cxr-predict": predict_app, "cxr-eval": eval_app, "cxr-demo": demo_app, "cxr-batch": batch_app, "cxr-adapt": adapt_app}
 runner = CliRunner()
 
 

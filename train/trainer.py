@@ -114,6 +114,9 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     """Run the recipe in ``config`` and write model.keras and its run record under ``config.out``.
 
     ``roots`` are ``config.data`` already scanned (the CLI scans them before TensorFlow loads).
+    Four steps, as keras.io's transfer-learning examples have them: prepare (the model, and every
+    image's features through the frozen front), fit (each stage), trust (temperature and gate, fitted
+    on what the model makes of the splits), write (the model and its run record, together).
     """
     started = time.perf_counter()
     roots = roots or scan_roots(list(config.data), config.classes, config.class_map)
@@ -123,72 +126,35 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     masks = lung_prior.masks_of(roots) if config.lung_prior is not False else []
     if config.lung_prior is None:  # by default, wherever there are masks to measure it on
         config = replace(config, lung_prior=bool(masks))
+    stages = _stages(config)
+    # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
+    # the stages read decoded images (layer None) instead of features.
+    cached = config.fast_path and not config.augment
+    # Only the cached frozen pass may run in bfloat16; a run that reads images trains in float32.
+    config = replace(config, precision=precision.resolve(config.precision) if cached else "float32")
+    layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages}) if cached else [None]
 
     with strategy_scope(config.distribute) as replicas:
         keras.utils.set_random_seed(config.seed)
         net = build_model(len(class_names), config.image_size, weights, config.model_recipe, config.seed)
         prior = _set_lung_prior(net, masks, config) if config.lung_prior else None
-        stages = [Stage(0, config.epochs, config.learning_rate)]
-        if config.fine_tune:
-            stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate, config.fine_tune_sample))
-        # Augmentation changes the images every epoch, so then nothing in front of the cut can be cached:
-        # the stages read decoded images (layer None) instead of features.
-        cached = config.fast_path and not config.augment
-        # Only the cached frozen pass may run in bfloat16; a run that reads images trains in float32.
-        config = replace(config, precision=precision.resolve(config.precision) if cached else "float32")
-        layers = sorted({cut_layer(stage.trainable_blocks) for stage in stages}) if cached else [None]
-
         t0 = time.perf_counter()
         with open_stores(store_specs(config, net.model, weights, layers), keep=config.cache) as stores:
             filled = _fill_stores(config, net, roots, class_names, corrections, stores, layers)
             checkpoint("features")
-            splits = filled.splits
-            arrays = {layer: store.array() for layer, store in zip(layers, stores)}
-            rows = {layer: {k: store.rows_of(s.digests) for k, s in splits.items()} for layer, store in zip(layers, stores)}
-            feature_seconds = time.perf_counter() - t0
-
-            history: dict[str, list[float]] = {}
+            features = _Features(
+                {layer: store.array() for layer, store in zip(layers, stores)},
+                {layer: {k: store.rows_of(s.digests) for k, s in filled.splits.items()} for layer, store in zip(layers, stores)},
+            )
+            seconds = {"features": time.perf_counter() - t0}
             t0 = time.perf_counter()
-            for number, stage in enumerate(stages, 1):
-                log.info("stage %d of %d: %s", number, len(stages), stage.description)
-                if stage.trainable_blocks:  # mark where fine-tuning starts, for the curves
-                    history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
-                net.freeze_all_but_last_blocks(stage.trainable_blocks)
-                cut = cut_layer(stage.trainable_blocks) if cached else None
-                model = net.segment(cut, None)
-                for key, values in _fit(model, arrays[cut], rows[cut], splits, stage, config, len(class_names)).items():
-                    history.setdefault(key, []).extend(values)
-            fit_seconds = time.perf_counter() - t0
+            history, cut = _fit_stages(net, stages, features, filled.splits, config, cached, len(class_names))
+            seconds["fit"] = time.perf_counter() - t0
+            outputs = _read_out(net, cut, features, filled.splits, config)
 
-            inputs, tensors = net.tensors(cut)
-            readout = keras.Model(inputs, [tensors[PROBABILITIES], ood.pooled(tensors[ood.LAYER])])
-            outputs = {
-                name: predict(readout, arrays[cut], rows[cut][name], config.batch_size, f"Evaluating ({name})")
-                for name in splits
-            }
-    probabilities = {name: values for name, (values, _) in outputs.items()}  # before calibration
-    gaussians = ood.fit_gaussians(outputs["train"][1], splits["train"].labels, len(class_names))
-    scores = {name: keras.ops.convert_to_numpy(ood.distance(pooled, gaussians)) for name, (_, pooled) in outputs.items()}
-    trust = _fit_trust(splits, probabilities, scores, gaussians)
-    fold_temperature(net.model, trust.temperature)
-
-    def measured(name: str, mine: np.ndarray | slice = slice(None)) -> SplitMetrics:
-        return split_metrics(probabilities[name][mine], splits[name].labels[mine], scores[name][mine], class_names, trust)
-
-    metrics = {name: measured(name) for name in splits}
-    by_source = {
-        source: {
-            name: measured(name, mine)
-            for name, split in splits.items()
-            if (mine := split.sources == index).any()
-        }
-        for index, source in enumerate(source_names(list(config.data)))
-    }
-    seconds = {
-        "features": feature_seconds,
-        "fit": fit_seconds,
-        "total": time.perf_counter() - started,
-    }
+    trust, metrics, by_source = _trusted(net, filled.splits, outputs, class_names, config)
+    seconds["total"] = time.perf_counter() - started
+    splits = filled.splits
     result = TrainResult(
         model_path=config.out / "model.keras",
         class_names=class_names,
@@ -211,6 +177,72 @@ def train(config: TrainConfig, roots: list[DataRoot] | None = None) -> TrainResu
     if writes_results(config.distribute):
         _write_run_record(config, net.model, result, history)
     return result
+
+
+@dataclass(frozen=True)
+class _Features:
+    """The stores' rows, memory-mapped, per cut layer (None: decoded images), and each split's rows."""
+
+    arrays: dict[str | None, np.ndarray]
+    rows: dict[str | None, dict[str, np.ndarray]]
+
+
+def _stages(config: TrainConfig) -> list[Stage]:
+    stages = [Stage(0, config.epochs, config.learning_rate)]
+    if config.fine_tune:
+        stages.append(Stage(config.fine_tune, config.fine_tune_epochs, config.fine_tune_learning_rate, config.fine_tune_sample))
+    return stages
+
+
+def _fit_stages(
+    net: TransferModel, stages: list[Stage], features: _Features, splits: dict[str, Examples], config: TrainConfig, cached: bool, classes: int
+) -> tuple[dict[str, list[float]], str | None]:
+    """Fit each stage on the segment behind its cut; the history of all, and the last stage's cut."""
+    history: dict[str, list[float]] = {}
+    cut = None
+    for number, stage in enumerate(stages, 1):
+        log.info("stage %d of %d: %s", number, len(stages), stage.description)
+        if stage.trainable_blocks:  # mark where fine-tuning starts, for the curves
+            history["fine_tune_from_epoch"] = [len(history.get("loss", []))]
+        net.freeze_all_but_last_blocks(stage.trainable_blocks)
+        cut = cut_layer(stage.trainable_blocks) if cached else None
+        model = net.segment(cut, None)
+        for key, values in _fit(model, features.arrays[cut], features.rows[cut], splits, stage, config, classes).items():
+            history.setdefault(key, []).extend(values)
+    return history, cut
+
+
+def _read_out(
+    net: TransferModel, cut: str | None, features: _Features, splits: dict[str, Examples], config: TrainConfig
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each split's probabilities (before calibration) and the gate's pooled features."""
+    inputs, tensors = net.tensors(cut)
+    readout = keras.Model(inputs, [tensors[PROBABILITIES], ood.pooled(tensors[ood.LAYER])])
+    return {
+        name: predict(readout, features.arrays[cut], features.rows[cut][name], config.batch_size, f"Evaluating ({name})")
+        for name in splits
+    }
+
+
+def _trusted(
+    net: TransferModel, splits: dict[str, Examples], outputs: dict[str, tuple[np.ndarray, np.ndarray]], class_names: list[str], config: TrainConfig
+) -> tuple[Trust, dict[str, SplitMetrics], dict[str, dict[str, SplitMetrics]]]:
+    """Fit the gate and the temperature (folded into the model), and measure every split, whole and
+    per source, as the exported model will answer."""
+    probabilities = {name: values for name, (values, _) in outputs.items()}
+    gaussians = ood.fit_gaussians(outputs["train"][1], splits["train"].labels, len(class_names))
+    scores = {name: keras.ops.convert_to_numpy(ood.distance(pooled, gaussians)) for name, (_, pooled) in outputs.items()}
+    trust = _fit_trust(splits, probabilities, scores, gaussians)
+    fold_temperature(net.model, trust.temperature)
+
+    def measured(name: str, mine: np.ndarray | slice = slice(None)) -> SplitMetrics:
+        return split_metrics(probabilities[name][mine], splits[name].labels[mine], scores[name][mine], class_names, trust)
+
+    by_source = {
+        source: {name: measured(name, mine) for name, split in splits.items() if (mine := split.sources == index).any()}
+        for index, source in enumerate(source_names(list(config.data)))
+    }
+    return trust, {name: measured(name) for name in splits}, by_source
 
 
 def _fill_stores(
