@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -26,7 +25,6 @@ DEFAULT_PORT = 7860
 # leaves the cores idle while Gradio reads uploads and sends results.
 DEFAULT_CONCURRENCY = len(os.sched_getaffinity(0))
 DEFAULT_THREADS: int | None = 1
-PORT_TRIES = 100
 
 
 @dataclass
@@ -35,18 +33,6 @@ class Served:
     local_url: str
     share_url: str | None
     notice: str | None  # why there is no share link, when one was asked for
-
-
-def free_port(host: str, start: int) -> int:
-    """``start`` if nothing listens there, else the next free port after it."""
-    for port in range(start, start + PORT_TRIES):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise CxrError(f"no free port in {start}-{start + PORT_TRIES - 1} on {host}")
 
 
 def serve(
@@ -77,12 +63,11 @@ def serve(
     demo.queue(max_size=100, default_concurrency_limit=concurrency)
     # Gradio explains a failed share link in a dozen lines; keep them for a one-line notice instead.
     chatter = io.StringIO()
-    port = port or free_port(host, DEFAULT_PORT)
     try:
         with contextlib.redirect_stdout(chatter):
             _, local_url, share_url = demo.launch(
                 server_name=host,
-                server_port=port,
+                server_port=port or None,  # None: Gradio takes 7860 or the next free port
                 share=share,
                 auth=auth,
                 max_file_size=max_file_size_mb * 1024 * 1024,
@@ -90,7 +75,7 @@ def serve(
                 quiet=True,
             )
     except OSError as error:  # the port is taken, or the address is not this machine's
-        raise CxrError(f"cannot serve on {host}:{port}: {first_line(error)}") from None
+        raise CxrError(f"cannot serve on {host}:{port or 'a free port from 7860 on'}: {first_line(error)}") from None
     notice = None
     if share and not share_url:
         notice = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 
 from cxr.core.calibration import Confidence, confidence, with_temperature
 
@@ -45,20 +45,15 @@ def compute_metrics(
     """``temperature``: the one the model's probabilities were scaled by, to measure them before it;
     ``flagged``: per image, whether the gate flagged it."""
     predicted = probabilities.argmax(axis=1)
-    n = len(class_names)
-    confusion = np.zeros((n, n), dtype=int)
-    np.add.at(confusion, (labels, predicted), 1)
-    per_class = {}
-    for i, name in enumerate(class_names):
-        if not confusion[i].sum():
-            continue  # a collection may lack some of the model's classes: no row, rather than a recall of 0
-        tp = confusion[i, i]
-        precision = _ratio(tp, confusion[:, i].sum())
-        recall = _ratio(tp, confusion[i].sum())
-        f1 = _ratio(2 * precision * recall, precision + recall)
-        per_class[name] = ClassMetrics(
-            precision, recall, f1, int(confusion[i].sum()), roc_auc(probabilities[:, i], labels == i)
-        )
+    everything = list(range(len(class_names)))
+    confusion = confusion_matrix(labels, predicted, labels=everything)
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predicted, labels=everything, zero_division=0)
+    # A collection may lack some of the model's classes: no row, rather than a recall of 0.
+    per_class = {
+        name: ClassMetrics(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]), roc_auc(probabilities[:, i], labels == i))
+        for i, name in enumerate(class_names)
+        if support[i]
+    }
     correct = (predicted == labels).astype(float)
     return Metrics(
         accuracy=float(correct.mean()),
@@ -87,7 +82,3 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
     if positive.all() or not positive.any():
         return None
     return float(roc_auc_score(positive, scores))
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    return float(numerator / denominator) if denominator else 0.0

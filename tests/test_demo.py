@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from corpus import CASES, Case  # noqa: E402
-from cxr.demo.cli import free_port, serve  # noqa: E402
+from cxr.demo.cli import serve  # noqa: E402
 from cxr.runtime.predictor import Predictor  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -24,7 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 @pytest.fixture(scope="module")
 def served(exported, dataset: Path):
-    result = serve(exported.path, port=free_port("127.0.0.1", 7860), examples=dataset / "test", block=False)
+    result = serve(exported.path, examples=dataset / "test", block=False)
     yield result
     result.app.close()
 
@@ -104,7 +104,7 @@ def test_share_offline_fails_soft(exported, dataset: Path, monkeypatch) -> None:
         raise ConnectionError("no network")
 
     monkeypatch.setattr(gradio.networking, "setup_tunnel", no_tunnel)
-    result = serve(exported.path, port=free_port("127.0.0.1", 7900), share=True, block=False)
+    result = serve(exported.path, share=True, block=False)
     try:
         assert result.share_url is None and "serving locally" in result.notice and "\n" not in result.notice
         assert ask(Client(result.local_url, verbose=False), dataset / "test" / "Covid" / "0.jpeg")[0]["label"] == "Covid"
