@@ -162,6 +162,7 @@ def model_card_brief(info: ModelInfo) -> str:
             f"- Test accuracy: {test_line}",
             f"- Version: cxr {info.versions.get('cxr', '?')}, created {info.created}",
             f"- Quantization: {info.quantization}",
+            *([f"- {info.adaptation.summary.capitalize()} (cxr-adapt)"] if info.adaptation else []),
             *([f"- Probabilities: calibrated, temperature {info.calibration.temperature:.2f}"] if info.calibration else []),
             *(
                 [f"- Out-of-distribution gate: images unlike the training images are flagged (score above {info.ood.threshold:,.0f}); "

@@ -64,6 +64,7 @@ def write_model_card(
         f"- Input: {info.input.height}x{info.input.width} RGB, 0-255 pixels; contrast: {info.input.contrast}; "
         f"graph: {info.preprocessing.get('in_graph', 'n/a')}",
         f"- Quantization: {info.quantization}",
+        *([f"- {info.adaptation.summary} (cxr-adapt; base model SHA-256 {info.adaptation.base_model[:12]})"] if info.adaptation else []),
         f"- Created: {info.created}; versions: "
         + ", ".join(f"{k} {v}" for k, v in sorted(info.versions.items())),
         "",

@@ -45,6 +45,8 @@ def main(
     still predicted, and marked in_distribution "no"; that is a result, not an error."""
     with boundary():
         predictor = Predictor(model, provider=provider, threads=threads or None)
+        if predictor.info.adaptation:
+            typer.echo(f"note: {model} is {predictor.info.adaptation.summary}", err=True)
         files, failures = expand_inputs(inputs)
         for failure in failures:
             typer.echo(f"error: {failure}", err=True)

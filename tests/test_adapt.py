@@ -185,3 +185,19 @@ def test_adapting_loads_no_tensorflow(exported, site: Path, tmp_path: Path) -> N
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]" and (tmp_path / "m.onnx").is_file()
+
+
+def test_predict_the_demo_and_the_card_say_the_model_is_adapted(adapted, site: Path, tmp_path: Path) -> None:
+    from cxr.demo.app import model_card_brief
+    from cxr.eval.cli import app as eval_app
+    from cxr.runtime.cli import app as predict_app
+    from cxr.runtime.predictor import Predictor
+
+    film = sorted((site / "Normal").iterdir())[0]
+    result = runner.invoke(predict_app, [str(film), "--model", str(adapted.path)])
+    assert result.exit_code == 0 and "adapted to hospital" in result.stderr
+    assert "Adapted to hospital" in model_card_brief(Predictor(adapted.path).info)
+    evaluated = runner.invoke(eval_app, ["--data", str(site), "--model", str(adapted.path), "--out", str(tmp_path / "reports")])
+    assert evaluated.exit_code == 0, evaluated.output
+    card = (adapted.path.parent / "MODEL_CARD.model.hospital.md").read_text()
+    assert "adapted to hospital (Covid 10, Normal 10, Viral Pneumonia 10 films)" in card
