@@ -118,7 +118,22 @@ def rewritten(model: onnx.ModelProto, head: Head, kernel: np.ndarray, bias: np.n
         role = next((role for role, name in head.names.items() if name == tensor.name), None)
         if role:
             tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(values[role], dtype=np.float32), tensor.name))
+    # Shapes recorded for the gate's tensors count the old centres: left, onnxruntime would warn that
+    # they disagree with the graph each time the file loads.
+    stale = _downstream(new.graph, head.names["centres"])
+    kept = [info for info in new.graph.value_info if info.name not in stale]
+    del new.graph.value_info[:]
+    new.graph.value_info.extend(kept)
     return new
+
+
+def _downstream(graph: onnx.GraphProto, tensor: str) -> set[str]:
+    """Every tensor computed, directly or not, from ``tensor`` (nodes are in topological order)."""
+    reached = {tensor}
+    for node in graph.node:
+        if reached.intersection(node.input):
+            reached.update(node.output)
+    return reached - {tensor}
 
 
 def _layout_sources(tensor: str, made_by: dict[str, onnx.NodeProto]) -> list[str]:

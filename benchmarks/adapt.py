@@ -113,7 +113,7 @@ def linked_site(paths: list[Path], labels: np.ndarray, names: list[str], folder:
     return folder
 
 
-def runtime_check(model: Path, pool: Split, chosen: np.ndarray, test: Split, names: list[str]) -> str:
+def runtime_check(model: Path, root: Path, pool: Split, chosen: np.ndarray, test: Split, names: list[str]) -> str:
     """Adapt with ``adapt()`` on these films, read the test split with the Predictor, and compare it
     with the written head applied to the test films' features (the path every other row takes)."""
     import onnx
@@ -121,6 +121,8 @@ def runtime_check(model: Path, pool: Split, chosen: np.ndarray, test: Split, nam
     from cxr.adapt.graph import find_head
     from cxr.adapt.site import adapt
     from cxr.runtime.predictor import Prediction, Predictor
+
+    from cxr.export.quantize import export_int8
 
     with tempfile.TemporaryDirectory() as scratch:
         site = linked_site([pool.paths[i] for i in chosen], pool.labels[chosen], names, Path(scratch) / "site")
@@ -131,8 +133,17 @@ def runtime_check(model: Path, pool: Split, chosen: np.ndarray, test: Split, nam
         runtime = float(np.mean([c == names[t] for c, t in zip(called, test.labels)]))
         samples = [p for p in predictor.predict_files(sample_images()) if isinstance(p, Prediction)]
         flagged = sum(not p.in_distribution for p in samples)
+        # The INT8 file adapted on the same films, against the adapted FP32 file.
+        int8 = export_int8(model, Path(scratch) / "model.int8.onnx", root, min_agreement=0.0)  # calibrated on its train films
+        quantized = adapt(int8.path, site, Path(scratch) / "adapted.int8.onnx", force=True)
+        called_int8 = [p.label for p in Predictor(quantized.path).predict_files(test.paths) if isinstance(p, Prediction)]
     features = score(written.kernel, written.bias, test, names).accuracy
-    return f"test accuracy read by the runtime {runtime:.3f}, from the features {features:.3f}; scikit-image samples flagged {flagged} of {len(samples)}"
+    agreement = float(np.mean([a == b for a, b in zip(called, called_int8)]))
+    return (
+        f"test accuracy read by the runtime {runtime:.3f}, from the features {features:.3f}; scikit-image samples flagged "
+        f"{flagged} of {len(samples)}; adapted INT8 picks adapted FP32's class on {agreement:.1%} of {len(called)} test films "
+        f"(unadapted, on the {int8.test_images} test films of the model's classes as its training mapped them: {int8.agreement:.1%})"
+    )
 
 
 def sample_images() -> list[Path]:
@@ -201,7 +212,7 @@ def main(
             if kind == "held out" and not checks:
                 log(f"{model.name} on {collection}: adapt() and the runtime, k = {check_k}")
                 chosen = draw(pool.labels, check_k, np.random.default_rng(0))
-                checks.append(f"{model.name} on {collection}, k = {check_k}: {runtime_check(model, pool, chosen, test, names)}")
+                checks.append(f"{model.name} on {collection}, k = {check_k}: {runtime_check(model, root, pool, chosen, test, names)}")
                 log(f"{model.name}: timing {TIMED_FILMS} films")
                 seconds.append(timed(model, pool, names))
     table(rows, k)

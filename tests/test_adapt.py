@@ -84,7 +84,7 @@ def test_the_gate_learns_the_site_and_still_flags_what_is_not_an_xray(exported, 
     assert sum(not o.in_distribution for o in made) >= 0.8 * len(flagged_before) > 0
 
 
-def test_an_int8_model_adapts_alike(exported, dataset: Path, site: Path, tmp_path: Path) -> None:
+def test_an_int8_model_adapts_alike(exported, dataset: Path, site: Path, tmp_path: Path, capfd) -> None:
     from cxr.adapt.site import adapt
     from cxr.export.quantize import export_int8
     from cxr.runtime.predictor import Predictor
@@ -92,7 +92,10 @@ def test_an_int8_model_adapts_alike(exported, dataset: Path, site: Path, tmp_pat
     int8 = export_int8(exported.path, tmp_path / "model.int8.onnx", dataset, min_agreement=0.0).path
     result = adapt(int8, site, force=True)
     assert result.path == tmp_path / "model.int8.hospital.onnx"
+    capfd.readouterr()
     predictor = Predictor(result.path)
+    # The gate's recorded shapes follow its new centres: onnxruntime loads the file without a warning.
+    assert "MergeShapeInfo" not in capfd.readouterr().err
     assert predictor.info.quantization != "none" and predictor.info.adaptation is not None
     assert_maps_add_up(predictor, np.stack([predictor.prepare(p) for p in sorted((site / "Covid").iterdir())]))
 
