@@ -73,7 +73,7 @@ def refit(site: SiteFeatures, kernel: np.ndarray, bias: np.ndarray, strength: fl
     cross-validated ``logits`` honest, divided in (returned too, as a factor on the model's own)."""
     scale = _scale(site.features)
     combination = _fit(_gram(site.features, scale), site.logits, site.labels, strength)
-    temperature = fit_temperature(_softmax(logits), site.labels)
+    temperature = fit_temperature(softmax(logits), site.labels)
     new_kernel = kernel + site.features.T @ combination / scale
     new_bias = bias + combination.sum(axis=0)
     return (new_kernel / temperature).astype(np.float32), (new_bias / temperature).astype(np.float32), temperature
@@ -117,7 +117,7 @@ def _balanced_loss(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean([-log_p[labels == c, c].mean() for c in np.unique(labels)]))
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
+def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(z)
     return exp / exp.sum(axis=1, keepdims=True)

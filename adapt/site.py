@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from cxr.core.datasets import class_folders, file_digest, labelled_files, load_images, mapped_folders
-from cxr.core.errors import DatasetError
+from cxr.core.datasets import LabeledImages, class_folders, file_digest, labelled_files, load_images, mapped_folders
+from cxr.core.errors import DatasetError, ModelError
 from cxr.core.files import atomic_path
 from cxr.core.progress import progress
 from cxr.runtime.metadata import Adaptation, ModelInfo
@@ -79,7 +79,7 @@ def adapt(
     return AdaptResult(record, target, time.perf_counter() - started)
 
 
-def read_site(predictor: Predictor, data: Path, class_map: Sequence[tuple[str, str]]):
+def read_site(predictor: Predictor, data: Path, class_map: Sequence[tuple[str, str]]) -> LabeledImages:
     """The site's films, decoded as the model reads them; folders mapped as the model's training
     mapped them, then by ``class_map``. Refuses a missing or empty folder, a class the model lacks
     and a class with fewer than MIN_FILMS readable films."""
@@ -115,12 +115,10 @@ def tapped_outputs(graph: onnx.ModelProto, head: Head, images: np.ndarray) -> tu
 def check_maps(path: Path, images: np.ndarray) -> None:
     """Refuse (ModelError, nothing written) an adapted file whose maps do not add up to its
     probabilities: the head and the maps were rewritten apart."""
-    from cxr.core.errors import ModelError
-
     adapted = Predictor(path, provider="cpu")
     outputs = adapted.run_batch(images, maps=True)
     logits = outputs.maps.sum(axis=(2, 3)) + np.asarray(adapted.info.heatmaps.bias)
-    off = float(np.abs(fit._softmax(logits) - outputs.probabilities).max())
+    off = float(np.abs(fit.softmax(logits) - outputs.probabilities).max())
     if off > MAP_TOLERANCE:
         raise ModelError(f"the adapted heat maps do not add up to the probabilities (off by {off:.2e}); not written")
 
