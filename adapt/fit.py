@@ -68,6 +68,24 @@ def choose(site: SiteFeatures, seed: int = 0) -> Choice:
     return Choice(best if wins else None, site.logits, out_of_fold[best] if wins else site.logits, scores)
 
 
+@dataclass(frozen=True)
+class Adapted:
+    """The head to write: the model's own where no strength beat it (temperature factor 1)."""
+
+    choice: Choice
+    kernel: np.ndarray
+    bias: np.ndarray
+    temperature: float
+
+
+def adapt_head(site: SiteFeatures, kernel: np.ndarray, bias: np.ndarray, seed: int = 0) -> Adapted:
+    """Choose a strength by cross-validation and, if one beat the model's head, refit at it."""
+    choice = choose(site, seed)
+    if choice.strength is None:
+        return Adapted(choice, kernel, bias, 1.0)
+    return Adapted(choice, *refit(site, kernel, bias, choice.strength, choice.adapted))
+
+
 def refit(site: SiteFeatures, kernel: np.ndarray, bias: np.ndarray, strength: float, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """The head fitted on all of the site's films at ``strength``, and the temperature that makes the
     cross-validated ``logits`` honest, divided in (returned too, as a factor on the model's own)."""

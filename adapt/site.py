@@ -62,16 +62,14 @@ def adapt(
     films = read_site(predictor, data, class_map)
     features, whitened = tapped_outputs(graph, head, films.images)
     site_features = fit.SiteFeatures(features, films.labels, features @ head.kernel + head.bias)
-    choice = fit.choose(site_features, seed)
-    record = _record(predictor.info, model, site or data.name, films.labels, choice, head, whitened)
-    if choice.strength is None and not force:
-        return AdaptResult(record, None, time.perf_counter() - started)
-    kernel, bias, temperature = (head.kernel, head.bias, 1.0) if choice.strength is None else fit.refit(site_features, head.kernel, head.bias, choice.strength, choice.adapted)
+    adapted = fit.adapt_head(site_features, head.kernel, head.bias, seed)
     centres = np.concatenate([head.centres, _site_centres(whitened, films.labels)])
-    record = dataclasses.replace(record, temperature=temperature)
+    record = _record(predictor.info, model, site or data.name, films.labels, adapted, head.centres, centres, whitened)
+    if adapted.choice.strength is None and not force:
+        return AdaptResult(record, None, time.perf_counter() - started)
     target = out or model.with_name(f"{model.stem}.{_slug(record.site)}.onnx")
-    new = rewritten(graph, head, kernel, bias, centres)
-    info = _adapted_info(predictor.info, record, bias)
+    new = rewritten(graph, head, adapted.kernel, adapted.bias, centres)
+    info = _adapted_info(predictor.info, record, adapted.bias)
     onnx.helper.set_model_props(new, info.to_metadata())
     with atomic_path(target) as tmp:
         onnx.save(new, tmp)
@@ -128,21 +126,23 @@ def _site_centres(whitened: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.stack([whitened[labels == c].mean(axis=0) for c in np.unique(labels)])
 
 
-def _record(info: ModelInfo, model: Path, site: str, labels: np.ndarray, choice: fit.Choice, head: Head, whitened: np.ndarray) -> Adaptation:
+def _record(
+    info: ModelInfo, model: Path, site: str, labels: np.ndarray, adapted: fit.Adapted, before: np.ndarray, after: np.ndarray, whitened: np.ndarray
+) -> Adaptation:
+    """What the file will say: ``before`` and ``after`` are the gate's centres without and with the site's."""
     names = info.class_names
-    centres_score = _gate_scores(whitened, head.centres)
-    with_site = _gate_scores(whitened, np.concatenate([head.centres, _site_centres(whitened, labels)]))
+    choice = adapted.choice
     return Adaptation(
         site=site,
         films={names[c]: int(np.sum(labels == c)) for c in np.unique(labels)},
         base_model=file_digest(model),
         strength=choice.strength,
         strengths={f"{strength:g}": score for strength, score in choice.scores.items()},
-        temperature=1.0,
+        temperature=adapted.temperature,
         before=_recalls(choice.base, labels, names),
         after=_recalls(choice.adapted, labels, names),
-        gate_pass_before=float(np.mean(centres_score <= info.ood.threshold)),
-        gate_pass_after=float(np.mean(with_site <= info.ood.threshold)),
+        gate_pass_before=float(np.mean(_gate_scores(whitened, before) <= info.ood.threshold)),
+        gate_pass_after=float(np.mean(_gate_scores(whitened, after) <= info.ood.threshold)),
     )
 
 

@@ -93,11 +93,8 @@ def adapted_head(head, pool: Split, chosen: np.ndarray, seed: int) -> tuple[np.n
     from cxr.adapt import fit
 
     site = fit.SiteFeatures(pool.features[chosen], pool.labels[chosen], pool.features[chosen] @ head.kernel + head.bias)
-    choice = fit.choose(site, seed)
-    if choice.strength is None:
-        return head.kernel, head.bias
-    kernel, bias, _ = fit.refit(site, head.kernel, head.bias, choice.strength, choice.adapted)
-    return kernel, bias
+    adapted = fit.adapt_head(site, head.kernel, head.bias, seed)
+    return adapted.kernel, adapted.bias
 
 
 def draw(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
