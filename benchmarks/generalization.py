@@ -124,15 +124,12 @@ def unseen_disease(predictor, root: Path) -> tuple[dict[str, float], float]:
 
 def corrected_files(files: dict[str, list[Path]], class_names: list[str]) -> dict[str, list[Path]]:
     """A split's files by class after CORRECTIONS (dropped films left out, relabelled ones moved)."""
-    from cxr.core.corrections import correct, read_corrections
-    from cxr.core.datasets import file_digests, labelled_files
+    from cxr.core.corrections import corrected_files as corrected, read_corrections
+    from cxr.core.datasets import labelled_files
 
-    items = labelled_files(files, class_names)
-    paths = [path for path, _ in items]
-    done = correct(file_digests(paths), [label for _, label in items], ["test"] * len(items), read_corrections(CORRECTIONS, class_names), class_names)
     fixed: dict[str, list[Path]] = {name: [] for name in class_names}
-    for i, label in zip(done.keep, done.labels):
-        fixed[class_names[label]].append(paths[i])
+    for path, label in corrected(labelled_files(files, class_names), read_corrections(CORRECTIONS, class_names), class_names):
+        fixed[class_names[label]].append(path)
     return {name: found for name, found in fixed.items() if found}
 
 

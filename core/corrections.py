@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from .datasets import file_digests
 from .errors import DatasetError
 
 Action = Literal["drop", "relabel"]
@@ -114,6 +115,14 @@ def correct(
         kept_labels.append(int(label))
     applied.unmatched = [c for c in corrections if c.sha256 not in matched]
     return Corrected(keep, kept_labels, applied)
+
+
+def corrected_files(items: Sequence[tuple[Path, int]], corrections: Sequence[Correction], class_names: Sequence[str]) -> list[tuple[Path, int]]:
+    """Films given as (file, class index) after ``corrections``, matched by the files' content:
+    dropped films left out, relabelled ones with their new class."""
+    paths = [path for path, _ in items]
+    done = correct(file_digests(paths), [label for _, label in items], ["films"] * len(items), corrections, class_names)
+    return [(paths[i], label) for i, label in zip(done.keep, done.labels)]
 
 
 def _rows(path: Path) -> list[tuple[int, dict[str, str]]]:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from checks import assert_one_line_error
 from synthetic import CLASSES, copy_dataset
-from cxr.core.corrections import COLUMNS, correct, read_corrections
+from cxr.core.corrections import COLUMNS, correct, corrected_files, read_corrections
 from cxr.core.errors import DatasetError
 from cxr.eval.cli import app as eval_app
 from cxr.train.cli import app as train_app
@@ -47,6 +47,18 @@ def test_corrections_match_by_content_and_report_what_matched_nothing(tmp_path: 
     assert done.applied.counts == {"one": {"drop": 1, "relabel": 1}}
     assert [c.file for c in done.applied.unmatched] == ["x/3.png"]
     assert "1 matched no film (x/3.png)" in done.applied.summary()
+
+
+def test_corrected_files_find_a_renamed_copy_by_content(tmp_path: Path) -> None:
+    original, renamed, other = tmp_path / "a.png", tmp_path / "moved" / "b.png", tmp_path / "c.png"
+    renamed.parent.mkdir()
+    for path, body in ((original, b"one film"), (renamed, b"another film"), (other, b"a third")):
+        path.write_bytes(body)
+    seen_as = tmp_path / "seen.png"
+    seen_as.write_bytes(b"another film")  # the film as the corrections file saw it, elsewhere
+    fixes = corrections_file(tmp_path, f"{sha256(original)},a.png,ARDS,drop,", f"{sha256(seen_as)},seen.png,SARS,relabel,Normal")
+    kept = corrected_files([(original, 0), (renamed, 0), (other, 2)], read_corrections([fixes], CLASSES), CLASSES)
+    assert kept == [(renamed, CLASSES.index("Normal")), (other, 2)]
 
 
 @pytest.mark.parametrize(

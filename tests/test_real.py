@@ -67,14 +67,13 @@ TEST_FILMS = IN_FOLDERS - 1  # and 1 of its test films
 def labelled_test_files(real_data: list[Path]) -> list[tuple[Path, str]]:
     """Every test film of the model's classes in ``real_data`` (some of the five collections, or all),
     with its class after the README's class map (the pairs whose folder they have) and corrections."""
-    from cxr.core.corrections import correct, read_corrections
-    from cxr.core.datasets import file_digests, scan_roots
+    from cxr.core.corrections import corrected_files, read_corrections
+    from cxr.core.datasets import scan_roots
 
     names = ["Covid", "Normal", "Viral Pneumonia"]
     mapped = [(folder, target) for folder, target in REAL_CLASS_MAP if any((root / "train" / folder).is_dir() for root in real_data)]
     items = [(path, names.index(name)) for data in scan_roots(real_data, (), mapped) for name, paths in data.test.items() for path in paths]
-    done = correct(file_digests([p for p, _ in items]), [label for _, label in items], ["test"] * len(items), read_corrections(REAL_CORRECTIONS, names), names)
-    return [(items[i][0], names[label]) for i, label in zip(done.keep, done.labels)]
+    return [(path, names[label]) for path, label in corrected_files(items, read_corrections(REAL_CORRECTIONS, names), names)]
 
 
 def normal_recall(split) -> float:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from sklearn.metrics import confusion_matrix
 
 from cxr.core import __version__
 from cxr.core.calibration import confidence, fit_temperature, with_temperature
@@ -411,8 +412,7 @@ def split_metrics(
     out-of-distribution scores."""
     calibrated = with_temperature(probabilities, trust.temperature)
     predicted = calibrated.argmax(axis=1)
-    confusion = np.zeros((len(class_names), len(class_names)), dtype=int)
-    np.add.at(confusion, (labels, predicted), 1)
+    confusion = confusion_matrix(labels, predicted, labels=range(len(class_names)))
     honesty = confidence(calibrated, labels)
     return SplitMetrics(
         accuracy=float(np.mean(predicted == labels)),
