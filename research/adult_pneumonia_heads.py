@@ -3,6 +3,7 @@ the five-collection default's frozen features, compared in seconds.
 
     python research/adult_pneumonia_heads.py --weights PATH [--seeds 0 --seeds 1 --seeds 2]
     python research/adult_pneumonia_heads.py --weights PATH --whole 2 --seeds 0 --out DIR
+    python research/adult_pneumonia_heads.py --weights PATH --model all-seed1.onnx --seeds 1
 
 Every variant trains the default recipe's head (``research/lung_heads.py``'s ``fit``: Flatten of
 block5_pool times the lung prior, dropout 0.5, label smoothing 0.1, Adam 1e-3, 8 epochs) on the
@@ -17,7 +18,9 @@ accuracy, the lowest and the mean, and the share of COVID-QU-Ex's Non-COVID vali
 Covid. Fine-tuning is left out (a whole run costs 12-20 minutes). ``--whole N`` then trains the default
 whole (cxr-train's ``train``, fine-tuning included) with COVID-QU-Ex's cells counted N times, in the
 head's loss and in each fine-tuning epoch's balanced draw (each of its cells split into N groups of the
-draw), and prints each collection's validation accuracy from the run record.
+draw), and prints each collection's validation accuracy from the run record. ``--model`` takes the
+default trained with the seed given and moves its pneumonia boundary: an offset on that class's
+log-probability, read by the runtime on the run's validation and test films.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ class Films:
     features: np.ndarray  # block5_pool, (N, 7, 7, 512)
     labels: np.ndarray
     sources: np.ndarray
+    paths: list[Path]
 
 
 def default_films(weights: str, seed: int):
-    """The default run's train and validation films for ``seed`` (as cxr-train splits them), their
-    frozen block5_pool features, the class names and the lung prior."""
+    """The default run's train, validation and test films for ``seed`` (as cxr-train splits them),
+    their frozen block5_pool features, the class names and the lung prior."""
     from cxr.core.corrections import read_corrections
     from cxr.core.datasets import model_classes, scan_roots
     from cxr.train import lung_prior, precision
@@ -71,7 +75,7 @@ def default_films(weights: str, seed: int):
         filled = _fill_stores(config, net, roots, names, read_corrections(config.corrections, names), stores, [FEATURES])
         array = stores[0].array()
         splits = {
-            name: Films(np.asarray(array[stores[0].rows_of(split.digests)], np.float32), split.labels, split.sources)
+            name: Films(np.asarray(array[stores[0].rows_of(split.digests)], np.float32), split.labels, split.sources, split.paths)
             for name, split in filled.splits.items()
         }
     return splits, names, prior
@@ -135,14 +139,48 @@ def whole(weights: str, seed: int, factor: int, out: Path) -> None:
     print(f"| COVID-QU-Ex's cells {factor}x, seed {seed}, fine-tuned | " + " | ".join(f"{val[name]:.3f}" for name in COLLECTIONS) + f" | {min(val.values()):.3f} | {statistics.mean(val.values()):.3f} | {called_covid:.2f} |")
 
 
+OFFSETS = [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def boundary(model: Path, weights: str, seed: int) -> None:
+    """An offset added to the pneumonia log-probability of ``model`` (trained with ``seed``, read by
+    the runtime): each collection's accuracy on the run's validation and test films, and COVID-QU-Ex's
+    Non-COVID films called Covid and Covid films called pneumonia."""
+    from cxr.runtime.predictor import Predictor
+
+    splits, names, _ = default_films(weights, seed)
+    predictor = Predictor(model)
+    covid, pneumonia = names.index("Covid"), names.index("Viral Pneumonia")
+    print(f"\n{model.name} (seed {seed}): offset on the pneumonia log-probability.\n")
+    print("| offset | split | " + " | ".join(COLLECTIONS) + " | lowest | mean | COVID-QU-Ex Non-COVID called Covid | its Covid called pneumonia |")
+    print("|---|---|" + "---|" * (len(COLLECTIONS) + 4))
+    logp = {}
+    for split in ("val", "test"):
+        films = splits[split]
+        probabilities = np.array([[p.probabilities[n] for n in names] for p in predictor.predict_files(films.paths)])
+        logp[split] = np.log(probabilities + 1e-12)
+    for offset in OFFSETS:
+        for split in ("val", "test"):
+            films = splits[split]
+            said = (logp[split] + offset * (np.arange(len(names)) == pneumonia)).argmax(axis=1)
+            accuracy = [float((said == films.labels)[films.sources == s].mean()) for s in range(len(COLLECTIONS))]
+            qu = films.sources == QU_EX
+            shares = [float((said[qu & (films.labels == true)] == called).mean()) for true, called in ((pneumonia, covid), (covid, pneumonia))]
+            print(f"| {offset:+g} | {split} | " + " | ".join(f"{a:.3f}" for a in accuracy) + f" | {min(accuracy):.3f} | {statistics.mean(accuracy):.3f} | {shares[0]:.2f} | {shares[1]:.2f} |", flush=True)
+
+
 def main(
     weights: str = typer.Option(..., envvar="CXR_VGG16_WEIGHTS", help="VGG16 no-top .h5"),
     seeds: list[int] = typer.Option([0, 1, 2], help="Seeds (repeat): each its own validation split."),
     factor: int = typer.Option(0, "--whole", help="Train the default whole with COVID-QU-Ex's cells counted this many times (0: heads only)."),
     out: Path = typer.Option(Path("/tmp/cxr-adult-pneumonia"), help="Where --whole writes its run."),
+    model: Path | None = typer.Option(None, help="The default trained with the one --seeds given (generalization.py --keep): move its pneumonia boundary instead."),
 ) -> None:
     from lung_heads import fit, predicted
 
+    if model:
+        boundary(model, weights, seeds[0])
+        return
     if factor:
         for seed in seeds:
             whole(weights, seed, factor, out / f"seed{seed}")
@@ -156,7 +194,7 @@ def main(
         none_off = np.zeros((len(train.labels), 7, 7), np.float32)
         for name, (weigh, alone) in VARIANTS.items():
             mine = train.sources == QU_EX if alone else np.ones(len(train.labels), bool)
-            part = Films(train.features[mine], train.labels[mine], train.sources[mine])
+            part = Films(train.features[mine], train.labels[mine], train.sources[mine], [])
             kernel, bias = fit(part.features, part.labels, weigh(part), none_off[mine], len(names), seed, prior, 0.0)
             said = predicted(val.features, prior, kernel, bias)
             accuracy = [float((said == val.labels)[val.sources == s].mean()) for s in range(len(COLLECTIONS))]

@@ -20,7 +20,7 @@ from synthetic import CLASSES, FAST, copy_dataset, make_dataset, masked_copy
 from cxr.train.cli import app as train_app
 
 runner = CliRunner()
-FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--reference", "--no-near-copies"]
+FAST_ARGS = ["--weights", "none", "--image-size", "32", "--epochs", "2", "--reference", "--no-near-copies", "--fine-tune-sample", "48"]
 DEFAULT_RECIPE_ARGS = [arg for arg in FAST_ARGS if arg != "--reference"]  # the reference recipe has no lung prior
 
 
