@@ -39,6 +39,7 @@ os.environ.setdefault("CXR_QUIET", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "research")]
 
+from class_prior import uniform_class_prior  # noqa: E402  (each class equal, then each collection)
 from generalization import CLASS_MAP, COLLECTIONS, CORRECTIONS, SHARED  # noqa: E402
 
 QU_EX = COLLECTIONS.index("COVID-QU-Ex-subset")
@@ -51,6 +52,16 @@ class Films:
     sources: np.ndarray
     paths: list[Path]
 
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def default_config(weights: str, seed: int, **changes):
+    """The README's default run (five collections, its class map and corrections) for ``seed``."""
+    from cxr.train.config import TrainConfig
+
+    return TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=CLASS_MAP, corrections=CORRECTIONS, seed=seed, **changes)
+
 
 def default_films(weights: str, seed: int):
     """The default run's train, validation and test films for ``seed`` (as cxr-train splits them),
@@ -58,13 +69,12 @@ def default_films(weights: str, seed: int):
     from cxr.core.corrections import read_corrections
     from cxr.core.datasets import model_classes, scan_roots
     from cxr.train import lung_prior, precision
-    from cxr.train.config import TrainConfig
     from cxr.train.inputs import open_stores, store_specs
     from cxr.train.model import FEATURES, build_model
     from cxr.train.trainer import _fill_stores  # the trainer's own split, near-copy moves included
     from cxr.train.weights import resolve_weights
 
-    config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=CLASS_MAP, corrections=CORRECTIONS, seed=seed, lung_prior=True)
+    config = default_config(weights, seed, lung_prior=True)
     config = replace(config, precision=precision.resolve(config.precision))
     roots = scan_roots(list(config.data), config.classes, config.class_map)
     names = model_classes(roots)
@@ -93,22 +103,11 @@ def cell_weights(qu_ex: float) -> Callable[[Films], np.ndarray]:
     return weigh
 
 
-def class_then_collection(films: Films) -> np.ndarray:
-    """Each class the same share, each collection the same share within its class."""
-    weights = np.zeros(len(films.labels), np.float32)
-    for c in np.unique(films.labels):
-        sources = np.unique(films.sources[films.labels == c])
-        for s in sources:
-            cell = (films.labels == c) & (films.sources == s)
-            weights[cell] = 1.0 / (len(sources) * cell.sum())
-    return weights * len(weights) / weights.sum()
-
-
 VARIANTS: dict[str, tuple[Callable[[Films], np.ndarray], bool]] = {
     "each (collection, class) cell equal (the default)": (cell_weights(1.0), False),
     "COVID-QU-Ex's cells 2x": (cell_weights(2.0), False),
     "COVID-QU-Ex's cells 4x": (cell_weights(4.0), False),
-    "each class equal, then each collection": (class_then_collection, False),
+    "each class equal, then each collection": (uniform_class_prior, False),
     "COVID-QU-Ex's films alone": (cell_weights(1.0), True),
 }
 
@@ -116,7 +115,6 @@ VARIANTS: dict[str, tuple[Callable[[Films], np.ndarray], bool]] = {
 def whole(weights: str, seed: int, factor: int, out: Path) -> None:
     """The default trained whole with COVID-QU-Ex's cells counted ``factor`` times."""
     from cxr.train import inputs, trainer
-    from cxr.train.config import TrainConfig
     from cxr.train.record import RunRecord
 
     plain = inputs.balance_groups
@@ -129,8 +127,7 @@ def whole(weights: str, seed: int, factor: int, out: Path) -> None:
         return np.where(examples.sources == QU_EX, groups + (1 + part) * 1000, groups)
 
     inputs.balance_groups = trainer.balance_groups = heavier
-    config = TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=CLASS_MAP, corrections=CORRECTIONS, seed=seed, out=out)
-    trainer.train(config)
+    trainer.train(default_config(weights, seed, out=out))
     record = RunRecord.read(out)
     val = {source: splits["val"].accuracy for source, splits in record.sources.items()}
     confusion = np.array(record.sources[COLLECTIONS[QU_EX]]["val"].confusion)
