@@ -1,6 +1,6 @@
 """Does cxr-adapt teach a model a collection (a hospital) it never saw, and leave alone one it knows?
 
-    python benchmarks/adapt.py --models DIR [--k 0 --k 5 ...] [--draws 5] [--figure docs/adapt.png]
+    python benchmarks/adapt.py --models DIR [--k 0 --k 5 ...] [--draws 5] [--figure docs/adapt.png] [--with-site 20]
 
 DIR holds the models that ``benchmarks/generalization.py --keep DIR`` exported: COLLECTION-seedN.onnx
 (trained on the other collections) and all-seedN.onnx (trained on all). For each held-out collection,
@@ -12,6 +12,9 @@ computes, so a draw is scored from the test films' features, read once per model
 by onnxruntime; for one draw per model (k = 20) the adapted file is written by ``adapt()`` and its
 test split read by the Predictor, for the first held-out model, to show the two agree. Also: the gate
 on scikit-image's samples with that file, and seconds to adapt 200 films end to end (median of 3).
+With ``--with-site K`` (and the VGG16 weights), each held-out seed-0 model's recipe is also trained
+with K films per class of its collection as one more ``--data`` (the draw the runtime check adapts
+on), to show what adapting at the edge leaves on the table against training with the site's films.
 Features are kept in ~/.cache/cxr/adapt-benchmark by the model's digest: a rerun reads no film twice.
 
 Prints Markdown tables (mean (min) over draws and seeds) and draws accuracy against k per collection.
@@ -33,10 +36,8 @@ import typer
 
 os.environ.setdefault("CXR_QUIET", "1")
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-# The README's class map: the pneumonia and COVID-19 folders onto the model's classes.
-CLASS_MAP = (("Bacterial Pneumonia", "Viral Pneumonia"), ("Tuberculosis", ""), ("COVID-19", "Covid"), ("Non-COVID", "Viral Pneumonia"))
+from generalization import CLASS_MAP, COLLECTIONS, SHARED, held_out_config  # noqa: E402  (beside this file)
+
 POOL = 100  # films per class drawn once from a train split: the k films of every draw come from them
 TIMED_FILMS = 200
 CACHE = Path.home() / ".cache" / "cxr" / "adapt-benchmark"  # each model's features of each split, by the model's digest
@@ -83,9 +84,12 @@ def read_split(predictor, graph, head, files: dict[str, list[Path]], cache: Path
 
 
 def score(kernel: np.ndarray, bias: np.ndarray, split: Split, names: list[str]) -> Score:
-    called = (split.features @ kernel + bias).argmax(axis=1)
-    normal = split.labels == names.index(NORMAL)
-    return Score(float(np.mean(called == split.labels)), float(np.mean(called[normal] == split.labels[normal])))
+    return called_score((split.features @ kernel + bias).argmax(axis=1), split.labels, names)
+
+
+def called_score(called: np.ndarray, labels: np.ndarray, names: list[str]) -> Score:
+    normal = labels == names.index(NORMAL)
+    return Score(float(np.mean(called == labels)), float(np.mean(called[normal] == labels[normal])))
 
 
 def adapted_head(head, pool: Split, chosen: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +147,25 @@ def runtime_check(model: Path, root: Path, pool: Split, chosen: np.ndarray, test
     )
 
 
+def trained_with_site(run: str, seed: int, weights: str, pool: Split, chosen: np.ndarray, test: Split, names: list[str]) -> Score:
+    """The default recipe trained on the collections ``run`` left out's model saw and, as one more
+    data root, the chosen films of ``run``; its exported file's test accuracy as the runtime reads it."""
+    from cxr.export.onnx_export import export_onnx
+    from cxr.runtime.predictor import Prediction, Predictor
+    from cxr.train.trainer import train
+
+    with tempfile.TemporaryDirectory() as scratch:
+        site = Path(scratch) / "site"
+        linked_site([pool.paths[i] for i in chosen], pool.labels[chosen], names, site / "train")
+        others = [SHARED / name for name in COLLECTIONS if name != run]
+        result = train(held_out_config([*others, site], Path(scratch) / "out", weights, seed))
+        predictor = Predictor(export_onnx(result.model_path, Path(scratch) / "model.onnx").path)
+        index = {name.casefold(): i for i, name in enumerate(names)}
+        said = {Path(p.file): index[p.label.casefold()] for p in predictor.predict_files(test.paths) if isinstance(p, Prediction)}
+    kept = [i for i, path in enumerate(test.paths) if path in said]
+    return called_score(np.array([said[test.paths[i]] for i in kept]), test.labels[kept], names)
+
+
 def sample_images() -> list[Path]:
     """scikit-image's sample photos and scans: images that are not chest X-rays."""
     import skimage
@@ -171,6 +194,8 @@ def main(
     draws: int = typer.Option(5, help="Draws of k films per class."),
     figure: Path | None = typer.Option(None, help="Also draw accuracy against k here (PNG)."),
     check_k: int = typer.Option(20, help="k at which one draw per model is written by adapt() and read by the runtime."),
+    with_site: int = typer.Option(0, help="Also train each held-out seed-0 model's recipe with this many films per class of its collection (0: not)."),
+    weights: str = typer.Option("", envvar="CXR_VGG16_WEIGHTS", help="VGG16 no-top .h5, for --with-site."),
 ) -> None:
     import onnx
 
@@ -180,7 +205,7 @@ def main(
 
     found = sorted(p for p in models.glob("*-seed*.onnx") if re.fullmatch(r".+-seed\d+", p.stem))
     rows: dict[tuple[str, str], dict[int, list[Score]]] = {}
-    checks, seconds = [], []
+    checks, seconds, sites = [], [], []
     for model in found:
         run, seed = model.stem.rsplit("-seed", 1)
         predictor = Predictor(model, provider="cpu")
@@ -212,11 +237,20 @@ def main(
                 checks.append(f"{model.name} on {collection}, k = {check_k}: {runtime_check(model, root, pool, chosen, test, names)}")
                 log(f"{model.name}: timing {TIMED_FILMS} films")
                 seconds.append(timed(model, pool, names))
+            if kind == "held out" and with_site and seed == "0":
+                log(f"{model.name} on {collection}: training with {with_site} of its films a class")
+                chosen = draw(pool.labels, with_site, np.random.default_rng(0))
+                scores = (score(head.kernel, head.bias, test, names), score(*adapted_head(head, pool, chosen, 0), test, names))
+                sites.append((collection, *scores, trained_with_site(run, int(seed), weights, pool, chosen, test, names)))
     table(rows, k)
     for line in checks:
         print(f"- {line}")
     if seconds:
         print(f"- {TIMED_FILMS} films adapted end to end (read, features, cross-validation, write): {seconds[0]:.1f} s (median of 3)")
+    if sites:
+        print(f"\n| held out (seed 0; {with_site} films a class, one draw) | as it is | adapted (cxr-adapt) | trained with them (a further --data) |\n|---|---|---|---|")
+        for collection, *scores in sites:
+            print(f"| {collection} | " + " | ".join(f"{s.accuracy:.3f} (Normal recall {s.normal_recall:.2f})" for s in scores) + " |")
     if figure:
         draw_figure(rows, k, figure)
 

@@ -69,6 +69,17 @@ def mapped_here(roots: list[Path]) -> tuple[tuple[str, str], ...]:
     return tuple(pair for pair in CLASS_MAP if any((root / "train" / pair[0]).is_dir() for root in roots))
 
 
+def held_out_config(
+    trained_on: list[Path], out: Path, weights: str, seed: int, corrections: tuple[Path, ...] = CORRECTIONS, lung_prior: bool = True,
+    fine_tune_sample: int = TrainConfig.fine_tune_sample,
+) -> TrainConfig:
+    """The README's default trained on ``trained_on`` (the prior where a film has a mask, or never)."""
+    return TrainConfig(
+        data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=mapped_here(trained_on),
+        corrections=corrections, lung_prior=None if lung_prior else False, fine_tune_sample=fine_tune_sample,
+    )
+
+
 def scored(predictor, files: dict[str, list[Path]]) -> Score:
     """Accuracy, recall per class, calibration and the gate's flagged share of the runtime's
     predictions on a split's files by class."""
@@ -165,10 +176,7 @@ def main(
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder)
                 started = time.perf_counter()
-                config = TrainConfig(
-                    data=tuple(trained_on), out=out, weights=weights, seed=seed, class_map=mapped_here(trained_on),
-                    corrections=(ROOT / corrections,) if corrections else (), lung_prior=None if lung_prior else False, fine_tune_sample=fine_tune_sample,
-                )
+                config = held_out_config(trained_on, out, weights, seed, (ROOT / corrections,) if corrections else (), lung_prior, fine_tune_sample)
                 result = train(config)
                 lowest_validation.setdefault(run, []).append(min(splits["val"].accuracy for splits in result.sources.values()))
                 exported = export_onnx(result.model_path, out / "model.onnx").path
