@@ -205,7 +205,7 @@ def main(
 
     found = sorted(p for p in models.glob("*-seed*.onnx") if re.fullmatch(r".+-seed\d+", p.stem))
     rows: dict[tuple[str, str], dict[int, list[Score]]] = {}
-    checks, seconds, sites = [], [], []
+    checks, seconds, trained = [], [], []
     for model in found:
         run, seed = model.stem.rsplit("-seed", 1)
         predictor = Predictor(model, provider="cpu")
@@ -241,15 +241,16 @@ def main(
                 log(f"{model.name} on {collection}: training with {with_site} of its films a class")
                 chosen = draw(pool.labels, with_site, np.random.default_rng(0))
                 scores = (score(head.kernel, head.bias, test, names), score(*adapted_head(head, pool, chosen, 0), test, names))
-                sites.append((collection, *scores, trained_with_site(run, int(seed), weights, pool, chosen, test, names)))
+                trained.append((collection, *scores, trained_with_site(run, int(seed), weights, pool, chosen, test, names)))
+                log(f"{collection}: as it is, adapted, trained with them: {trained[-1][1:]}")
     table(rows, k)
     for line in checks:
         print(f"- {line}")
     if seconds:
         print(f"- {TIMED_FILMS} films adapted end to end (read, features, cross-validation, write): {seconds[0]:.1f} s (median of 3)")
-    if sites:
+    if trained:
         print(f"\n| held out (seed 0; {with_site} films a class, one draw) | as it is | adapted (cxr-adapt) | trained with them (a further --data) |\n|---|---|---|---|")
-        for collection, *scores in sites:
+        for collection, *scores in trained:
             print(f"| {collection} | " + " | ".join(f"{s.accuracy:.3f} (Normal recall {s.normal_recall:.2f})" for s in scores) + " |")
     if figure:
         draw_figure(rows, k, figure)
