@@ -294,7 +294,7 @@ def draw_figure(rows: dict[tuple[str, str], dict[int, list[Score]]], ks: list[in
         ax.set_xlabel("films per class adapted on (k)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    axes[0].set_ylabel("test accuracy (mean over draws; band: lowest)")
+    axes[0].set_ylabel("test accuracy (mean over draws and seeds; band: lowest)")
     fig.savefig(target, dpi=110)
 
 
