@@ -36,7 +36,7 @@ import typer
 
 os.environ.setdefault("CXR_QUIET", "1")
 
-from generalization import CLASS_MAP, COLLECTIONS, SHARED, held_out_config  # noqa: E402  (beside this file)
+from generalization import CLASS_MAP, COLLECTIONS, SHARED, recipe_config, scored  # noqa: E402  (beside this file)
 
 POOL = 100  # films per class drawn once from a train split: the k films of every draw come from them
 TIMED_FILMS = 200
@@ -84,12 +84,9 @@ def read_split(predictor, graph, head, files: dict[str, list[Path]], cache: Path
 
 
 def score(kernel: np.ndarray, bias: np.ndarray, split: Split, names: list[str]) -> Score:
-    return called_score((split.features @ kernel + bias).argmax(axis=1), split.labels, names)
-
-
-def called_score(called: np.ndarray, labels: np.ndarray, names: list[str]) -> Score:
-    normal = labels == names.index(NORMAL)
-    return Score(float(np.mean(called == labels)), float(np.mean(called[normal] == labels[normal])))
+    called = (split.features @ kernel + bias).argmax(axis=1)
+    normal = split.labels == names.index(NORMAL)
+    return Score(float(np.mean(called == split.labels)), float(np.mean(called[normal] == split.labels[normal])))
 
 
 def adapted_head(head, pool: Split, chosen: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -151,19 +148,17 @@ def trained_with_site(run: str, seed: int, weights: str, pool: Split, chosen: np
     """The default recipe trained on the collections ``run`` left out's model saw and, as one more
     data root, the chosen films of ``run``; its exported file's test accuracy as the runtime reads it."""
     from cxr.export.onnx_export import export_onnx
-    from cxr.runtime.predictor import Prediction, Predictor
+    from cxr.runtime.predictor import Predictor
     from cxr.train.trainer import train
 
     with tempfile.TemporaryDirectory() as scratch:
         site = Path(scratch) / "site"
         linked_site([pool.paths[i] for i in chosen], pool.labels[chosen], names, site / "train")
         others = [SHARED / name for name in COLLECTIONS if name != run]
-        result = train(held_out_config([*others, site], Path(scratch) / "out", weights, seed))
+        result = train(recipe_config([*others, site], Path(scratch) / "out", weights, seed))
         predictor = Predictor(export_onnx(result.model_path, Path(scratch) / "model.onnx").path)
-        index = {name.casefold(): i for i, name in enumerate(names)}
-        said = {Path(p.file): index[p.label.casefold()] for p in predictor.predict_files(test.paths) if isinstance(p, Prediction)}
-    kept = [i for i, path in enumerate(test.paths) if path in said]
-    return called_score(np.array([said[test.paths[i]] for i in kept]), test.labels[kept], names)
+        said = scored(predictor, {name: [test.paths[i] for i in np.flatnonzero(test.labels == c)] for c, name in enumerate(names)})
+    return Score(said.accuracy, said.normal_recall)
 
 
 def sample_images() -> list[Path]:

@@ -69,7 +69,7 @@ def mapped_here(roots: list[Path]) -> tuple[tuple[str, str], ...]:
     return tuple(pair for pair in CLASS_MAP if any((root / "train" / pair[0]).is_dir() for root in roots))
 
 
-def held_out_config(
+def recipe_config(
     trained_on: list[Path], out: Path, weights: str, seed: int, corrections: tuple[Path, ...] = CORRECTIONS, lung_prior: bool = True,
     fine_tune_sample: int = TrainConfig.fine_tune_sample,
 ) -> TrainConfig:
@@ -176,7 +176,7 @@ def main(
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder)
                 started = time.perf_counter()
-                config = held_out_config(trained_on, out, weights, seed, (ROOT / corrections,) if corrections else (), lung_prior, fine_tune_sample)
+                config = recipe_config(trained_on, out, weights, seed, (ROOT / corrections,) if corrections else (), lung_prior, fine_tune_sample)
                 result = train(config)
                 lowest_validation.setdefault(run, []).append(min(splits["val"].accuracy for splits in result.sources.values()))
                 exported = export_onnx(result.model_path, out / "model.onnx").path

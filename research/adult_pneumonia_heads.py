@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "research")]
 
 from class_prior import uniform_class_prior  # noqa: E402  (each class equal, then each collection)
-from generalization import CLASS_MAP, COLLECTIONS, CORRECTIONS, SHARED  # noqa: E402
+from generalization import COLLECTIONS, SHARED, recipe_config  # noqa: E402
 
 QU_EX = COLLECTIONS.index("COVID-QU-Ex-subset")
 
@@ -56,11 +56,9 @@ class Films:
         return len(self.labels)
 
 
-def default_config(weights: str, seed: int, **changes):
+def default_config(weights: str, seed: int, out: Path = Path("artifacts"), **changes):
     """The README's default run (five collections, its class map and corrections) for ``seed``."""
-    from cxr.train.config import TrainConfig
-
-    return TrainConfig(data=tuple(SHARED / name for name in COLLECTIONS), weights=weights, class_map=CLASS_MAP, corrections=CORRECTIONS, seed=seed, **changes)
+    return replace(recipe_config([SHARED / name for name in COLLECTIONS], out, weights, seed), **changes)
 
 
 def default_films(weights: str, seed: int):
